@@ -1,0 +1,3 @@
+"""jaxir: JAX-native neural information retrieval."""
+
+__version__ = "0.1.0"

@@ -101,8 +101,8 @@ def logical_to_spec(logical: Sequence[str | None], rules=LOGICAL_RULES) -> Parti
     """Maps logical axis names to a ``PartitionSpec`` under ``rules``.
 
     Example:
-      >>> logical_to_spec(("embed", "mlp"))
-      PartitionSpec('fsdp', 'tensor')
+      >>> tuple(logical_to_spec(("embed", "mlp")))
+      ('fsdp', 'tensor')
     """
     table = dict(rules)
     return PartitionSpec(*(table.get(name) if name is not None else None for name in logical))

@@ -1,0 +1,215 @@
+"""Run configurations: typed, frozen dataclasses loaded from Python files, with dotted overrides.
+
+A config file (``configs/*.py``) defines ``get_config(arg: str | None = None)`` returning a
+:class:`DenseRunConfig`. The CLI loads it with :func:`load_config` and applies
+``--set key.sub=value`` overrides with :func:`override`; an unknown key fails with the
+closest valid names. Library functions never see the run config (DESIGN principle 1):
+the entry points unpack it into explicit arguments.
+
+Example:
+    >>> cfg = DenseRunConfig()
+    >>> override(cfg, ["train.steps=10", "model.pooling=cls"]).train.steps
+    10
+    >>> override(cfg, ["train.step=10"])
+    Traceback (most recent call last):
+    ...
+    KeyError: "Unknown config key 'train.step'; did you mean: train.steps?"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import json
+import pathlib
+import types
+import typing
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the collection is and how training examples are built.
+
+    ``path=None`` uses the embedded synthetic collection (:mod:`jaxir.data.synthetic`).
+    """
+
+    path: str | None = None
+    train_split: str = "train"
+    eval_split: str = "test"
+    max_query_length: int = 32
+    max_passage_length: int = 128
+    negatives: str = "bm25"  # "bm25" or "none" (in-batch negatives only)
+    bm25_rank_window: tuple[int, int] = (3, 30)
+    validation_queries: int = 100
+    validation_corpus: int = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The dual encoder: ``init`` is a Hugging Face model directory or a preset name."""
+
+    init: str = "small"
+    vocab: str | None = None  # tokenizer dir when ``init`` is a preset; None: shared BERT vocab
+    pooling: str = "mean"
+    normalize: bool = True
+    temperature: float = 0.05
+    learn_temperature: bool = False
+    tied: bool = True
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and bookkeeping."""
+
+    steps: int = 300
+    batch_size: int = 32
+    group_size: int = 2  # 1 positive + (group_size - 1) hard negatives per query
+    learning_rate: float = 5e-4
+    warmup_steps: int = 30
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    gradcache_chunk: int = 0  # > 0: GradCache with this many queries per chunk
+    symmetric: bool = False
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh axis sizes (-1: infer from the device count)."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig:
+    """Serving index: ``scann`` (approximate) or ``exact`` (on-device brute force)."""
+
+    kind: str = "scann"
+    k: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseRunConfig:
+    """Everything a dense-retrieval run needs; saved in every checkpoint."""
+
+    name: str = "dense"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    mesh: MeshConfig = MeshConfig()
+    index: IndexConfig = IndexConfig()
+
+
+def load_config(path: str | pathlib.Path, arg: str | None = None) -> DenseRunConfig:
+    """Imports ``path`` and returns ``get_config(arg)`` (``path`` may be ``file.py:arg``)."""
+    text = str(path)
+    if ":" in text and not pathlib.Path(text).exists():
+        text, arg = text.rsplit(":", 1)
+    file = pathlib.Path(text)
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"Config file {file} not found (expected a Python file with get_config())."
+        )
+    spec = importlib.util.spec_from_file_location(f"jaxir_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{file}: defines no get_config(arg=None) function.")
+    config = module.get_config(arg)
+    if not dataclasses.is_dataclass(config):
+        raise ValueError(
+            f"{file}: get_config() returned {type(config).__name__}, not a config dataclass."
+        )
+    return config
+
+
+def _keys(config: Any, prefix: str = "") -> list[str]:
+    out = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out += _keys(value, f"{prefix}{f.name}.")
+        else:
+            out.append(f"{prefix}{f.name}")
+    return out
+
+
+def _parse(text: str, annotation: Any, key: str) -> Any:
+    hint = annotation if not isinstance(annotation, str) else eval(annotation, vars(typing), {})  # noqa: S307
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null"):
+            return None
+        hint, origin = args[0], typing.get_origin(args[0])
+    try:
+        if hint is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if origin is tuple:
+            values = json.loads(text) if text.startswith("[") else text.split(",")
+            return tuple(t(v) for t, v in zip(typing.get_args(hint), values))
+        return hint(text)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"Config key {key!r}: cannot parse {text!r} as {hint}.") from e
+
+
+def override(config: Any, assignments: list[str]) -> Any:
+    """Returns ``config`` with ``key.sub=value`` assignments applied (types follow the fields)."""
+    valid = _keys(config)
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise ValueError(f"Override {assignment!r} must look like key.sub=value.")
+        key, text = assignment.split("=", 1)
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+            hint = (
+                f"did you mean: {', '.join(close)}?" if close else f"valid keys: {', '.join(valid)}"
+            )
+            raise KeyError(f"Unknown config key {key!r}; {hint}")
+        config = _replace_path(config, key.split("."), text, key)
+    return config
+
+
+def _replace_path(config: Any, parts: list[str], text: str, key: str) -> Any:
+    head = parts[0]
+    if len(parts) == 1:
+        field = next(f for f in dataclasses.fields(config) if f.name == head)
+        return dataclasses.replace(config, **{head: _parse(text, field.type, key)})
+    return dataclasses.replace(
+        config, **{head: _replace_path(getattr(config, head), parts[1:], text, key)}
+    )
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """JSON-ready nested dict of a config (stored in checkpoints and bundles)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Inverse of :func:`to_dict` for nested config dataclasses."""
+    kwargs = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if dataclasses.is_dataclass(hints[f.name]):
+            value = from_dict(hints[f.name], value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)

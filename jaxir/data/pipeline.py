@@ -1,0 +1,145 @@
+"""Training batches for dual encoders: grain pipeline from training groups to padded token arrays.
+
+Every unique text is tokenized once (fixed max lengths: one compiled train step). The
+grain pipeline shuffles groups (reshuffled every epoch), samples one positive and
+``group_size - 1`` negatives per query with a per-example seeded RNG, and batches.
+The iterator is deterministic and checkpointable: ``iterator.get_state()`` is a small
+JSON-able dict stored in every checkpoint, so a resumed run sees exactly the batches
+an uninterrupted run would have seen.
+
+Batch layout (``B`` queries, ``G = group_size``)::
+
+    query_ids, query_mask        int32 [B, Lq]
+    passage_ids, passage_mask    int32 [B, G, Lp]   (passage 0 of each group is the positive)
+    passage_key                  int32 [B, G]       (id of the passage text: equal ids = same text)
+    query_key                    int32 [B]
+
+Example:
+    >>> from jaxir.data.groups import TrainGroup
+    >>> class Tok:  # any callable returning {"input_ids", "attention_mask"} like a HF tokenizer
+    ...     def __call__(self, texts, max_length, **_):
+    ...         ids = [[1] + [len(w) for w in t.split()][: max_length - 1] for t in texts]
+    ...         ids = [i + [0] * (max_length - len(i)) for i in ids]
+    ...         return {"input_ids": ids, "attention_mask": [[int(x > 0) for x in i] for i in ids]}
+    >>> groups = [TrainGroup(f"q{i}", (f"pos {i}",), (f"neg {i}",)) for i in range(4)]
+    >>> data = TrainingData.build(groups, Tok(), max_query_length=4, max_passage_length=6)
+    >>> it = data.batches(batch_size=2, group_size=2, seed=0)
+    >>> next(it)["passage_ids"].shape
+    (2, 2, 6)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from jaxir.data.groups import TrainGroup
+
+
+def _tokenize(
+    tokenizer: Any, texts: Sequence[str], max_length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    out = tokenizer(
+        list(texts),
+        max_length=max_length,
+        truncation=True,
+        padding="max_length",
+        return_tensors=None,
+    )
+    return (
+        np.asarray(out["input_ids"], np.int32),
+        np.asarray(out["attention_mask"], np.int32),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """Pre-tokenized queries and passages plus, per group, indices into them.
+
+    ``negatives_pool`` is used when a group has fewer hard negatives than needed: the
+    remaining slots are filled with random passages (random negatives).
+    """
+
+    query_ids: np.ndarray  # [Q, Lq]
+    query_mask: np.ndarray
+    passage_ids: np.ndarray  # [P, Lp]
+    passage_mask: np.ndarray
+    group_query: np.ndarray  # [num_groups] index into queries
+    group_positives: tuple[np.ndarray, ...]  # per group: indices into passages
+    group_negatives: tuple[np.ndarray, ...]
+
+    @classmethod
+    def build(
+        cls,
+        groups: Sequence[TrainGroup],
+        tokenizer: Any,
+        *,
+        max_query_length: int,
+        max_passage_length: int,
+        query_prefix: str = "",
+        passage_prefix: str = "",
+    ) -> TrainingData:
+        """Tokenizes every unique query / passage text of ``groups`` once."""
+        if not groups:
+            raise ValueError("No training groups: check the training qrels / groups file.")
+        queries: dict[str, int] = {}
+        passages: dict[str, int] = {}
+        gq, gp, gn = [], [], []
+        for g in groups:
+            gq.append(queries.setdefault(g.query, len(queries)))
+            gp.append(
+                np.asarray([passages.setdefault(t, len(passages)) for t in g.positives], np.int32)
+            )
+            gn.append(
+                np.asarray([passages.setdefault(t, len(passages)) for t in g.negatives], np.int32)
+            )
+        q_ids, q_mask = _tokenize(tokenizer, [query_prefix + t for t in queries], max_query_length)
+        p_ids, p_mask = _tokenize(
+            tokenizer, [passage_prefix + t for t in passages], max_passage_length
+        )
+        return cls(q_ids, q_mask, p_ids, p_mask, np.asarray(gq, np.int32), tuple(gp), tuple(gn))
+
+    def _example(
+        self, index: int, rng: np.random.Generator, group_size: int
+    ) -> dict[str, np.ndarray]:
+        positive = rng.choice(self.group_positives[index])
+        hard = self.group_negatives[index]
+        need = group_size - 1
+        if len(hard) >= need:
+            negatives = rng.choice(hard, size=need, replace=False) if need else hard[:0]
+        else:
+            extra = rng.integers(0, len(self.passage_ids), size=need - len(hard))
+            negatives = np.concatenate([hard, extra.astype(np.int32)])
+        chosen = np.concatenate([[positive], negatives]).astype(np.int32)
+        q = self.group_query[index]
+        return {
+            "query_ids": self.query_ids[q],
+            "query_mask": self.query_mask[q],
+            "passage_ids": self.passage_ids[chosen],
+            "passage_mask": self.passage_mask[chosen],
+            "passage_key": chosen,
+            "query_key": np.int32(q),
+        }
+
+    def batches(self, *, batch_size: int, group_size: int, seed: int) -> grain.DatasetIterator:
+        """An endless, checkpointable iterator of batches (see module docstring).
+
+        Resume with ``it.set_state(state)`` where ``state = it.get_state()`` was saved.
+        """
+        if batch_size > len(self.group_query):
+            raise ValueError(
+                f"batch_size {batch_size} exceeds the {len(self.group_query)} training groups; "
+                "lower train.batch_size."
+            )
+        ds = (
+            grain.MapDataset.range(len(self.group_query))
+            .shuffle(seed=seed)
+            .repeat(None)
+            .random_map(lambda i, rng: self._example(i, rng, group_size), seed=seed + 1)
+            .batch(batch_size, drop_remainder=True)
+        )
+        return iter(ds.to_iter_dataset())

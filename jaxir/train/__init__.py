@@ -1,0 +1,1 @@
+"""Training: abstract state init, one jitted step, Orbax checkpoints, the loop."""

@@ -146,8 +146,7 @@ def _keys(config: Any, prefix: str = "") -> list[str]:
     return out
 
 
-def _parse(text: str, annotation: Any, key: str) -> Any:
-    hint = annotation if not isinstance(annotation, str) else eval(annotation, vars(typing), {})  # noqa: S307
+def _parse(text: str, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if origin in (typing.Union, types.UnionType):
@@ -187,8 +186,8 @@ def override(config: Any, assignments: list[str]) -> Any:
 def _replace_path(config: Any, parts: list[str], text: str, key: str) -> Any:
     head = parts[0]
     if len(parts) == 1:
-        field = next(f for f in dataclasses.fields(config) if f.name == head)
-        return dataclasses.replace(config, **{head: _parse(text, field.type, key)})
+        hint = typing.get_type_hints(type(config))[head]
+        return dataclasses.replace(config, **{head: _parse(text, hint, key)})
     return dataclasses.replace(
         config, **{head: _replace_path(getattr(config, head), parts[1:], text, key)}
     )

@@ -13,7 +13,7 @@ Example:
     >>> override(cfg, ["train.step=10"])
     Traceback (most recent call last):
     ...
-    KeyError: "Unknown config key 'train.step'; did you mean: train.steps?"
+    ValueError: Unknown config key 'train.step'; did you mean: train.steps, train.seed, train.warmup_steps?
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def override(config: Any, assignments: list[str]) -> Any:
             hint = (
                 f"did you mean: {', '.join(close)}?" if close else f"valid keys: {', '.join(valid)}"
             )
-            raise KeyError(f"Unknown config key {key!r}; {hint}")
+            raise ValueError(f"Unknown config key {key!r}; {hint}")
         config = _replace_path(config, key.split("."), text, key)
     return config
 

@@ -12,7 +12,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import jax  # noqa: E402
+import jax
 
 _CACHE = pathlib.Path(__file__).parent / ".jax_cache"
 jax.config.update("jax_compilation_cache_dir", str(_CACHE))

@@ -55,6 +55,7 @@ from jaxir.data.tokenizer import (
     save_tokenizer_contract,
     tokenize_texts_sorted,
     tokenizer_contract,
+    train_wordpiece,
 )
 
 __all__ = [
@@ -98,6 +99,7 @@ __all__ = [
     "save_tokenizer_contract",
     "tokenize_texts_sorted",
     "tokenizer_contract",
+    "train_wordpiece",
     "write_collection",
     "write_corpus",
     "write_groups",

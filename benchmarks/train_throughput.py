@@ -1,0 +1,342 @@
+"""Dual-encoder training throughput: jaxir vs sentence-transformers, side by side.
+
+Both frameworks train the *same* MiniLM-L6-H384-shaped BERT (random weights written
+once by ``transformers`` and loaded by each) on the *same* batches with the same loss
+and optimizer, in one process:
+
+* batch: 32 queries x 32 tokens, 32 positives (+ 32 hard negatives) x 128 tokens,
+  random token ids without padding, already tensors (tokenization excluded from both);
+* loss: in-batch softmax over cosine similarities with scale 20, i.e.
+  sentence-transformers ``MultipleNegativesRankingLoss`` (called directly on
+  pre-tokenized features) vs jaxir ``DualEncoderSpec(normalize=True, temperature=0.05)``
+  with tied towers and mean pooling;
+* optimizer: AdamW lr 2e-5, weight decay 0.01 on matrices only, eps 1e-6, global-norm
+  clipping at 1.0, linear decay (jaxir: :func:`jaxir.optim.adamw`; torch: the same
+  recipe written with ``torch.optim.AdamW`` + ``clip_grad_norm_`` + ``LambdaLR``);
+* dropout: train mode, hidden dropout 0.1 in both. Attention-probability dropout is 0
+  in both (jaxir's attention has none, so the Hugging Face config sets
+  ``attention_probs_dropout_prob=0``);
+* precision: float32 in both.
+
+Steps of the two frameworks are interleaved (one jaxir step, one torch step, ...) so
+background load hits both alike; the first ``--warmup`` steps of each (jaxir: compile)
+are excluded and the median of the timed steps is reported as examples/s = queries/s.
+The jaxir step compiles exactly once per setting (checked and printed).
+
+Run::
+
+    python benchmarks/train_throughput.py           # 10 timed steps per setting
+    python benchmarks/train_throughput.py --quick   # 3 timed steps, about a minute
+
+Ends with ``RESULT {...}`` lines (DESIGN principle 8): the headline with hard negatives
+(``train_vs_sentence_transformers``) and without (``..._no_hardneg``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import tempfile
+import time
+
+# JAX must see one plain CPU device, not the test suite's fake 8-device platform.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import jax
+import numpy as np
+import torch
+from flax import nnx
+
+from jaxir import sharding
+from jaxir.losses.contrastive import in_batch_softmax
+from jaxir.models import hf
+from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec
+from jaxir.optim import adamw
+from jaxir.train import state as train_state
+from jaxir.train import step as train_step
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+VOCAB = (
+    pathlib.Path(os.environ.get("JAXIR_SHARED_DATA", REPO.parent / "shared" / "data"))
+    / "vocab/bert-base-uncased/vocab.txt"
+)
+
+QUERIES, QUERY_LEN, PASSAGE_LEN = 32, 32, 128
+LEARNING_RATE, WEIGHT_DECAY, EPS, GRAD_CLIP = 2e-5, 0.01, 1e-6, 1.0
+SCALE = 20.0  # MultipleNegativesRankingLoss default; jaxir temperature = 1 / SCALE
+TOTAL_STEPS = 10_000  # length of the linear-decay schedule (both sides)
+
+
+def write_checkpoint(path: pathlib.Path, seed: int) -> None:
+    """A random MiniLM-L6-H384-shaped ``BertModel`` + bert-base-uncased tokenizer in ``path``."""
+    import transformers
+
+    if not VOCAB.is_file():
+        raise FileNotFoundError(
+            f"{VOCAB}: vocab not found; set JAXIR_SHARED_DATA to the shared data dir."
+        )
+    config = transformers.BertConfig(
+        vocab_size=30522,
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(seed)
+    transformers.BertModel(config, add_pooling_layer=False).save_pretrained(path)
+    shutil.copy(VOCAB, path / "vocab.txt")
+    transformers.BertTokenizerFast.from_pretrained(path).save_pretrained(path)
+
+
+def make_batch(group: int, seed: int) -> dict[str, np.ndarray]:
+    """jaxir batch layout; token ids drawn from [1000, 30522) (no special/pad tokens)."""
+    rng = np.random.default_rng(seed)
+    q_ids = rng.integers(1000, 30522, (QUERIES, QUERY_LEN), dtype=np.int32)
+    p_ids = rng.integers(1000, 30522, (QUERIES, group, PASSAGE_LEN), dtype=np.int32)
+    return {
+        "query_ids": q_ids,
+        "query_mask": np.ones_like(q_ids),
+        "passage_ids": p_ids,
+        "passage_mask": np.ones_like(p_ids),
+        "passage_key": np.arange(QUERIES * group, dtype=np.int32).reshape(QUERIES, group),
+        "query_key": np.arange(QUERIES, dtype=np.int32),
+    }
+
+
+def torch_features(batch: dict[str, np.ndarray]) -> list[dict[str, torch.Tensor]]:
+    """The same batch as sentence-transformers columns: [queries, positives, negatives...]."""
+
+    def features(ids: np.ndarray) -> dict[str, torch.Tensor]:
+        ids_t = torch.from_numpy(ids.astype(np.int64))
+        return {
+            "input_ids": ids_t,
+            "attention_mask": torch.ones_like(ids_t),
+            "token_type_ids": torch.zeros_like(ids_t),
+        }
+
+    columns = [features(batch["query_ids"])]
+    columns += [features(batch["passage_ids"][:, g]) for g in range(batch["passage_ids"].shape[1])]
+    return columns
+
+
+class JaxirTrainer:
+    """jaxir: tied-tower dual encoder, ``create_state`` + ``make_train_step`` on one CPU device."""
+
+    def __init__(self, path: pathlib.Path, batch: dict[str, np.ndarray], seed: int):
+        spec = DualEncoderSpec(pooling="mean", normalize=True, temperature=1.0 / SCALE)
+        loaded = DualEncoder(hf.load_pretrained(path, mlm_head=False), None, spec)
+        config = loaded.query_encoder.config
+        self.optimizer = adamw(
+            LEARNING_RATE, total_steps=TOTAL_STEPS, weight_decay=WEIGHT_DECAY, grad_clip=GRAD_CLIP
+        )
+        mesh = sharding.make_mesh(data=1, devices=jax.devices()[:1])
+        self.graphdef, state, shardings = train_state.create_state(
+            lambda: DualEncoder.create(config, spec, rngs=nnx.Rngs(seed)),
+            self.optimizer,
+            mesh,
+            seed=seed,
+        )
+        # Same weights as the torch side: swap the loaded parameters into the fresh state.
+        state.params = jax.device_put(nnx.state(loaded), shardings.params)
+        self.state = state
+        self.batch = sharding.shard_batch(batch, mesh)
+        self.step_fn = train_step.make_train_step(
+            train_step.make_grad_fn(self.graphdef),
+            self.optimizer,
+            state_shardings=shardings,
+            mesh=mesh,
+            example_batch=self.batch,
+        )
+
+    def eval_loss(self) -> float:
+        """Loss without dropout at the current parameters (parity check)."""
+        model = nnx.merge(self.graphdef, self.state.params)
+        ids, mask = self.batch["passage_ids"], self.batch["passage_mask"]
+        q_bd = model.encode_queries(self.batch["query_ids"], self.batch["query_mask"])
+        p_nd = model.encode_passages(
+            ids.reshape(-1, ids.shape[-1]), mask.reshape(-1, ids.shape[-1])
+        )
+        return float(
+            in_batch_softmax(
+                q_bd * model.scale(),
+                p_nd,
+                temperature=1.0,
+                group_size=ids.shape[1],
+            )
+        )
+
+    def step(self) -> float:
+        self.state, metrics = self.step_fn(self.state, self.batch)
+        return float(jax.block_until_ready(metrics["loss"]))
+
+    def compiled_programs(self) -> int:
+        return self.step_fn._cache_size()
+
+
+class SentenceTransformersTrainer:
+    """sentence-transformers: ``Transformer`` + mean ``Pooling``, ``MultipleNegativesRankingLoss``."""
+
+    def __init__(self, path: pathlib.Path, batch: dict[str, np.ndarray]):
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.losses import (
+            MultipleNegativesRankingLoss,
+        )
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+        transformer = Transformer(str(path))
+        pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+        self.model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
+        self.loss_fn = MultipleNegativesRankingLoss(self.model, scale=SCALE)
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": WEIGHT_DECAY},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=LEARNING_RATE,
+            eps=EPS,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: max(0.0, 1.0 - s / TOTAL_STEPS)
+        )
+        self.features = torch_features(batch)
+
+    def eval_loss(self) -> float:
+        self.model.eval()
+        with torch.no_grad():
+            loss = float(self.loss_fn(self.features, labels=None))
+        self.model.train()
+        return loss
+
+    def step(self) -> float:
+        self.model.train()
+        loss = self.loss_fn(self.features, labels=None)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+
+def timed(fn) -> tuple[float, float]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def run_setting(path: pathlib.Path, group: int, *, warmup: int, steps: int, seed: int) -> dict:
+    """Interleaved warm steps of both trainers on one batch with ``group`` passages per query."""
+    batch = make_batch(group, seed)
+    ours = JaxirTrainer(path, batch, seed)
+    peer = SentenceTransformersTrainer(path, batch)
+    loss_ours, loss_peer = ours.eval_loss(), peer.eval_loss()
+    if not np.isclose(loss_ours, loss_peer, rtol=1e-3, atol=1e-3):
+        raise RuntimeError(
+            f"Parity check failed: initial loss jaxir {loss_ours:.5f} vs "
+            f"sentence-transformers {loss_peer:.5f}; the two models are not the same."
+        )
+    first_step, _ = timed(ours.step)  # compile + one step
+    warm = [timed(ours.step)[0] for _ in range(warmup - 1)]
+    for _ in range(warmup):
+        peer.step()
+    times_ours, times_peer, last = [], [], (0.0, 0.0)
+    for _ in range(steps):
+        t_ours, l_ours = timed(ours.step)
+        t_peer, l_peer = timed(peer.step)
+        times_ours.append(t_ours)
+        times_peer.append(t_peer)
+        last = (l_ours, l_peer)
+    med_ours, med_peer = statistics.median(times_ours), statistics.median(times_peer)
+    return {
+        "group": group,
+        "initial_loss": (loss_ours, loss_peer),
+        "final_loss": last,
+        "first_step_s": first_step,
+        "compile_s": first_step - (statistics.median(warm) if warm else med_ours),
+        "compiled_programs": ours.compiled_programs(),
+        "step_s": (med_ours, med_peer),
+        "step_range_s": ((min(times_ours), max(times_ours)), (min(times_peer), max(times_peer))),
+        "examples_per_s": (QUERIES / med_ours, QUERIES / med_peer),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 timed steps per setting")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per setting")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (>= 1)")
+    parser.add_argument("--torch-threads", type=int, default=None, help="default: CPU count")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    steps = args.steps or (3 if args.quick else 10)
+    warmup = max(args.warmup, 1)
+    torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"CPU cores {os.cpu_count()}, load avg (1 min) {load:.2f}; torch {torch.__version__} "
+        f"threads {torch.get_num_threads()} (interop {torch.get_num_interop_threads()}); "
+        f"jax {jax.__version__} on {jax.devices()[0].platform} x{len(jax.devices())} "
+        f"(XLA CPU thread pool: all cores), XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+    )
+    print(
+        f"batch: {QUERIES} queries x {QUERY_LEN} tokens, {QUERIES} positives (+{QUERIES} hard "
+        f"negatives) x {PASSAGE_LEN} tokens; float32; dropout 0.1; AdamW lr {LEARNING_RATE}; "
+        f"{warmup} warmup + {steps} timed steps, interleaved"
+    )
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp)
+        write_checkpoint(path, args.seed)
+        for group in (2, 1):
+            results.append(run_setting(path, group, warmup=warmup, steps=steps, seed=args.seed))
+
+    print()
+    header = (
+        f"{'setting':<22}{'framework':<24}{'step s (median)':>16}{'min..max':>16}{'examples/s':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        setting = "with hard negative" if r["group"] == 2 else "without hard negative"
+        for i, name in enumerate(("jaxir", "sentence-transformers")):
+            lo, hi = r["step_range_s"][i]
+            print(
+                f"{setting if i == 0 else '':<22}{name:<24}{r['step_s'][i]:>16.3f}"
+                f"{f'{lo:.3f}..{hi:.3f}':>16}{r['examples_per_s'][i]:>12.2f}"
+            )
+        ratio = r["examples_per_s"][0] / r["examples_per_s"][1]
+        print(
+            f"{'':<22}jaxir / peer = {ratio:.2f}x; jaxir first step {r['first_step_s']:.1f} s "
+            f"(compile ~{r['compile_s']:.1f} s), {r['compiled_programs']} compiled program(s); "
+            f"initial loss (no dropout) jaxir {r['initial_loss'][0]:.4f} / "
+            f"peer {r['initial_loss'][1]:.4f}; last train loss {r['final_loss'][0]:.4f} / "
+            f"{r['final_loss'][1]:.4f}"
+        )
+    print()
+    for r, name in zip(
+        results, ("train_vs_sentence_transformers", "train_vs_sentence_transformers_no_hardneg")
+    ):
+        ours, peer = r["examples_per_s"]
+        record = {
+            "name": name,
+            "unit": "examples/s",
+            "jaxir": round(ours, 3),
+            "peer": "sentence-transformers",
+            "peer_value": round(peer, 3),
+            "ratio": round(ours / peer, 3),
+        }
+        print("RESULT " + json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()

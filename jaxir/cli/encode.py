@@ -1,0 +1,170 @@
+"""Encode a corpus (or queries) into a sharded, resumable embedding store.
+
+Reads documents from a BEIR dataset directory (corpus.jsonl[.gz] / queries.jsonl[.gz])
+or a JSONL file ({"_id", "title", "text"} a line; a document's text is
+title + " " + text), embeds them with a Hugging Face-layout encoder directory
+(config.json + model.safetensors + tokenizer) and writes:
+
+  OUT/manifest.json      format, dim, count, shard list, encoder settings
+  OUT/vectors-00000.npy  float32 [n, dim] per shard (np.load(..., mmap_mode="r"))
+  OUT/ids-00000.txt      the shard's ids, one a line, in row order
+
+Shards are written atomically; an interrupted run resumes where it stopped when run
+again with the same arguments (--no-resume starts over). Read the result with
+jaxir.encode.load_embeddings(OUT). With several devices, batches are split over all
+of them.
+
+Example:
+  jaxir encode --model runs/d1/export/model --data ../shared/data/scifact \\
+      --out emb/scifact --pooling mean --normalize --max-length 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+HELP = "embed a corpus or queries into a sharded .npy embedding store"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``jaxir encode``."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        type=pathlib.Path,
+        metavar="DIR",
+        help="encoder directory: config.json, model.safetensors and tokenizer files",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=pathlib.Path,
+        metavar="PATH",
+        help="BEIR dataset directory, or a corpus/queries .jsonl[.gz] file",
+    )
+    parser.add_argument(
+        "--what",
+        choices=("corpus", "queries"),
+        default="corpus",
+        help="which records of a BEIR directory to encode (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", required=True, type=pathlib.Path, metavar="DIR", help="output store directory"
+    )
+    parser.add_argument(
+        "--pooling",
+        choices=("mean", "cls", "last", "max"),
+        default="mean",
+        help="how token vectors become one vector (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--normalize", action="store_true", help="L2-normalize vectors (cosine = dot product)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="texts per forward pass (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=256,
+        help="tokens per text, special tokens included; longer texts are truncated "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--shard-size",
+        type=int,
+        default=100_000,
+        help="vectors per shard file, the unit of resumption (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--prefix",
+        default=None,
+        help="text prepended to every input (e.g. 'query: '); default: the query/document "
+        "prefix of the model's jaxir_tokenizer.json, else none",
+    )
+    parser.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="delete an existing store in --out instead of resuming it",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="compute dtype (vectors are always stored float32; default: %(default)s)",
+    )
+
+
+def _records(data: pathlib.Path, what: str):
+    """``(record iterator, total or None)`` for a BEIR directory or a JSONL file."""
+    from jaxir.data.records import count_lines, iter_corpus, iter_queries
+
+    stem = "corpus" if what == "corpus" else "queries"
+    candidates = [data / f"{stem}.jsonl", data / f"{stem}.jsonl.gz"] if data.is_dir() else [data]
+    file = next((f for f in candidates if f.is_file()), None)
+    total = count_lines(file) if file is not None else None
+    records = iter_corpus(data) if what == "corpus" else iter_queries(data)
+    return records, total
+
+
+def _default_prefix(model: pathlib.Path, what: str) -> str:
+    from jaxir.data.tokenizer import CONTRACT_FILE, load_tokenizer_contract
+
+    if not (model / CONTRACT_FILE).is_file():
+        return ""
+    contract = load_tokenizer_contract(model)
+    return contract.document_prefix if what == "corpus" else contract.query_prefix
+
+
+def _stored_count(out: pathlib.Path) -> int:
+    """Embeddings already in a store at ``out`` (0 if there is none)."""
+    try:
+        return int(json.loads((out / "manifest.json").read_text())["count"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0  # no store, or a damaged one that encode_corpus reports
+
+
+def run(args: argparse.Namespace) -> int:
+    """Encodes ``args.data`` into ``args.out`` and prints a summary."""
+    import jax
+
+    from jaxir import sharding
+    from jaxir.encode import encode_corpus, load_encoder
+
+    prefix = _default_prefix(args.model, args.what) if args.prefix is None else args.prefix
+    mesh = sharding.make_mesh(data=-1) if jax.device_count() > 1 else None
+    encoder = load_encoder(
+        args.model,
+        pooling=args.pooling,
+        normalize=args.normalize,
+        max_length=args.max_length,
+        dtype=args.dtype,
+        prefix=prefix,
+        mesh=mesh,
+    )
+    records, total = _records(args.data, args.what)
+    kept = _stored_count(args.out) if args.resume else 0
+    start = time.perf_counter()
+    store = encode_corpus(
+        encoder,
+        records,
+        args.out,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        resume=args.resume,
+        progress=True,
+        total=total,
+    )
+    seconds = time.perf_counter() - start
+    new = len(store) - kept
+    resumed = f" ({kept} kept from an earlier run)" if kept else ""
+    print(
+        f"jaxir encode: {len(store)} {args.what} texts{resumed} -> {args.out}\n"
+        f"  dim {store.dim}, {len(store.shards)} shard(s), {new} encoded in {seconds:.1f} s "
+        f"({new / seconds:.1f} docs/s)"
+    )
+    return 0

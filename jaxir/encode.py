@@ -1,0 +1,642 @@
+"""Texts -> dense vectors with a jitted encoder, and corpora -> a resumable embedding store.
+
+**Encoding** (:class:`TextEncoder`, :func:`load_encoder`). Texts are tokenized once,
+sorted by token length (longest first) and cut into batches of ``batch_size`` rows, each
+padded to a length bucket (:data:`jaxir.data.tokenizer.DEFAULT_BUCKETS`, capped at
+``max_length``) and, on its last batch, with empty rows. Every batch runs through one
+module-level ``jax.jit`` function ``(graphdef, state, ids, mask) -> pooled [B, D]``, so
+an :meth:`TextEncoder.encode` call compiles at most
+``len(length_buckets(buckets, max_length))`` programs (5 for ``max_length=512``) per
+batch size, pooling and normalization, and later calls reuse them. Vectors come back
+float32 in the input order.
+
+**Embedding store** (:func:`encode_corpus` writes it, :func:`load_embeddings` reads it).
+A directory::
+
+    manifest.json      {"format": "jaxir-embeddings", "version": 1, "dim": D,
+                        "count": N, "dtype": "float32", "complete": true,
+                        "shards": [{"vectors": "vectors-00000.npy",
+                                    "ids": "ids-00000.txt", "count": n0}, ...],
+                        "encoder": {"pooling": "mean", "normalize": false,
+                                    "max_length": 256, "prefix": "",
+                                    "dtype": "float32"}}
+    vectors-00000.npy  float32 [n0, D]   (NumPy .npy, readable with np.load(mmap_mode="r"))
+    ids-00000.txt      n0 ids, one a line, UTF-8, row i of the vectors is line i
+    ...
+
+Rows are in input order across shards. Each shard file is written to a temporary name
+and renamed into place, then the manifest is rewritten the same way, so a shard is
+complete exactly when the manifest lists it: an interrupted run leaves a valid store
+with ``"complete": false``, and running again with ``resume=True`` keeps its shards
+(after checking their ids against the input) and encodes only the rest. A document's
+text is ``title + " " + text`` (the BEIR / sentence-transformers convention,
+:attr:`jaxir.data.records.Document.full_text`).
+
+Example:
+    >>> import tempfile
+    >>> from flax import nnx
+    >>> from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    >>> from transformers import PreTrainedTokenizerFast
+    >>> from jaxir.models.bert import PRESETS, Model
+    >>> vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "cats": 4, "purr": 5}
+    >>> core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    >>> core.pre_tokenizer = pre_tokenizers.Whitespace()
+    >>> core.post_processor = processors.TemplateProcessing(
+    ...     single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    >>> tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]")
+    >>> encoder = TextEncoder(Model(PRESETS["tiny"], rngs=nnx.Rngs(0)), tok, max_length=16)
+    >>> encoder.encode(["cats purr", "cats"], batch_size=4).shape
+    (2, 32)
+    >>> out = tempfile.mkdtemp()
+    >>> store = encode_corpus(encoder, [("d1", "cats purr"), ("d2", "purr")], out,
+    ...                       batch_size=4, progress=False)
+    >>> load_embeddings(out).ids, load_embeddings(out).vectors.shape
+    (['d1', 'd2'], (2, 32))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import json
+import math
+import os
+import pathlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import transformers
+from flax import nnx
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from jaxir import sharding
+from jaxir.data.records import Document, Query
+from jaxir.data.tokenizer import DEFAULT_BUCKETS, load_tokenizer, tokenize_texts_sorted
+from jaxir.layers.pooling import POOLINGS, pool
+from jaxir.models import bert, hf
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "VERSION",
+    "EmbeddingStore",
+    "TextEncoder",
+    "encode_corpus",
+    "load_embeddings",
+    "load_encoder",
+]
+
+FORMAT = "jaxir-embeddings"
+VERSION = 1
+MANIFEST = "manifest.json"
+
+#: ``torch.nn.functional.normalize``'s epsilon: an all-zero vector stays zero.
+_NORM_EPS = 1e-12
+
+
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("pooling", "normalize"))
+def _embed(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    ids_bl: jax.Array,
+    mask_bl: jax.Array,
+    *,
+    pooling: str,
+    normalize: bool,
+) -> jax.Array:
+    """Pooled (optionally L2-normalized) float32 vectors ``[B, H]`` for ids/mask ``[B, L]``.
+
+    One program per (model graph, batch shape, pooling, normalize); the parameters are
+    arguments, not constants, so a model update does not recompile and compiling a
+    BERT-base forward does not embed 440 MB of constants in the program.
+    """
+    model = nnx.merge(graphdef, state)
+    vec_bh = pool(model(ids_bl, mask_bl), mask_bl, pooling)
+    if normalize:
+        norm_b1 = jnp.linalg.norm(vec_bh, axis=-1, keepdims=True)
+        vec_bh = vec_bh / jnp.maximum(norm_b1, _NORM_EPS)
+    return vec_bh
+
+
+class TextEncoder:
+    """A text -> vector encoder: an NNX encoder model, its tokenizer and pooling settings.
+
+    Args:
+      model: a jaxir encoder (``(ids [B, L], mask [B, L]) -> hidden [B, L, H]``, e.g.
+        :class:`jaxir.models.bert.Model`); its compute dtype is ``model.config.dtype``.
+      tokenizer: a fast Hugging Face tokenizer with a pad token.
+      pooling: ``"mean"``, ``"cls"``, ``"last"`` or ``"max"`` (:func:`jaxir.layers.pooling.pool`).
+      normalize: L2-normalize the pooled vectors (cosine similarity = dot product).
+      max_length: longest token sequence, special tokens included; longer texts are
+        truncated (keeping the final ``[SEP]``). At most the model's position count.
+      prefix: text prepended to every input (e.g. ``"query: "`` for E5-style models).
+      mesh: optional device mesh. Batches are split over its ``data`` x ``fsdp`` axes
+        (the batch size is rounded up to a multiple of their product) and the model's
+        parameters are placed on it per their logical axes (in place,
+        :func:`jaxir.sharding.shard_model`).
+      buckets: sequence lengths batches are padded to (capped at ``max_length``).
+
+    The parameters are read from ``model`` at every :meth:`encode` call, so a model
+    trained in place is encoded with its current weights.
+    """
+
+    def __init__(
+        self,
+        model: bert.Model,
+        tokenizer: transformers.PreTrainedTokenizerBase,
+        *,
+        pooling: str = "mean",
+        normalize: bool = False,
+        max_length: int = 512,
+        prefix: str = "",
+        mesh: Mesh | None = None,
+        buckets: Sequence[int] = DEFAULT_BUCKETS,
+    ):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r} is not supported; choose one of {POOLINGS}.")
+        if tokenizer.pad_token_id is None:
+            raise ValueError(
+                "The tokenizer has no pad token; set tokenizer.pad_token (e.g. '[PAD]')."
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = bool(normalize)
+        self.max_length = self._check_max_length(max_length)
+        self.prefix = prefix
+        self.mesh = mesh
+        self.buckets = tuple(buckets)
+        if mesh is not None:
+            sharding.shard_model(model, mesh)
+
+    @property
+    def dtype(self) -> str:
+        """Compute dtype of the model (``"float32"`` or ``"bfloat16"``); vectors are float32."""
+        return self.model.config.dtype
+
+    @property
+    def dim(self) -> int:
+        """Size ``D`` of the vectors (the model's hidden size)."""
+        return self.model.config.hidden_size
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What determines the vectors besides the weights (recorded in embedding manifests)."""
+        return {
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "max_length": self.max_length,
+            "prefix": self.prefix,
+            "dtype": self.dtype,
+        }
+
+    def _check_max_length(self, max_length: int) -> int:
+        config = self.model.config
+        limit = config.max_positions - (config.position_offset or 0)
+        if not 1 <= max_length <= limit:
+            raise ValueError(
+                f"max_length={max_length} is out of range: the model has {config.max_positions} "
+                f"position embeddings, so sequences may hold 1..{limit} tokens; pass "
+                f"max_length <= {limit}."
+            )
+        return int(max_length)
+
+    def _rows_multiple(self) -> int:
+        if self.mesh is None:
+            return 1
+        return self.mesh.shape[sharding.DATA] * self.mesh.shape[sharding.FSDP]
+
+    def forward(self, ids_bl: np.ndarray, mask_bl: np.ndarray) -> jax.Array:
+        """Pooled vectors ``[B, D]`` (float32, on device) for token ids / mask ``[B, L]``.
+
+        The jitted function :meth:`encode` runs per batch; ``B`` must be a multiple of
+        the mesh's ``data * fsdp`` when a mesh is set. Returns without waiting for the
+        result (JAX dispatches asynchronously).
+        """
+        graphdef, state = nnx.split(self.model)
+        return self._run(graphdef, state, ids_bl, mask_bl)
+
+    def _run(self, graphdef, state, ids_bl, mask_bl) -> jax.Array:
+        if self.mesh is not None:
+            ids_bl, mask_bl = sharding.shard_batch((ids_bl, mask_bl), self.mesh)
+        return _embed(
+            graphdef, state, ids_bl, mask_bl, pooling=self.pooling, normalize=self.normalize
+        )
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 64,
+        max_length: int | None = None,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Vectors ``[N, D]`` float32 for ``N`` texts, in input order.
+
+        Args:
+          texts: the ``N`` strings (the encoder's ``prefix`` is prepended to each).
+          batch_size: rows per forward pass (rounded up to a multiple of the mesh's
+            ``data * fsdp``); the last batch is padded with empty rows.
+          max_length: overrides the encoder's ``max_length`` for this call.
+          progress: show a tqdm bar (texts/s).
+
+        Compiles at most one program per length bucket used (see the module docstring).
+        """
+        return self._encode(texts, batch_size, max_length, progress=progress)
+
+    def _encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int,
+        max_length: int | None,
+        *,
+        progress: bool = False,
+        on_batch=None,
+    ) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one string.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        length = self.max_length if max_length is None else self._check_max_length(max_length)
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        if not texts:
+            return out
+        rows = math.ceil(batch_size / self._rows_multiple()) * self._rows_multiple()
+        graphdef, state = nnx.split(self.model)
+        batches = tokenize_texts_sorted(
+            self.tokenizer,
+            texts,
+            max_length=length,
+            batch_size=rows,
+            buckets=self.buckets,
+            prefix=self.prefix,
+        )
+        bar = tqdm(total=len(texts), unit="text", disable=not progress, smoothing=0.1)
+        pending: tuple[np.ndarray, jax.Array] | None = None
+        # Dispatch batch i+1 before reading batch i back, so the host pads the next
+        # batch while the device computes.
+        for sb in itertools.chain(batches, [None]):
+            if sb is not None:
+                dispatched = (
+                    sb.indices,
+                    self._run(graphdef, state, sb.batch["input_ids"], sb.batch["attention_mask"]),
+                )
+            if pending is not None:
+                indices, vec = pending
+                out[indices] = np.asarray(vec)[: len(indices)]
+                bar.update(len(indices))
+                if on_batch is not None:
+                    on_batch(len(indices))
+            pending = dispatched if sb is not None else None
+        bar.close()
+        return out
+
+
+def load_encoder(
+    path: str | os.PathLike[str],
+    *,
+    pooling: str = "mean",
+    normalize: bool = False,
+    max_length: int = 512,
+    dtype: str = "float32",
+    prefix: str = "",
+    mesh: Mesh | None = None,
+) -> TextEncoder:
+    """A :class:`TextEncoder` from a Hugging Face model directory (weights + tokenizer).
+
+    Args:
+      path: directory with ``config.json``, ``model.safetensors`` (or shards / a
+        ``pytorch_model.bin``) and a tokenizer (``tokenizer.json`` or ``vocab.txt``).
+        A ``*ForMaskedLM`` checkpoint works too: its MLM head is not loaded.
+      pooling, normalize, max_length, prefix, mesh: see :class:`TextEncoder`.
+      dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (parameters stay float32).
+
+    ``load_encoder(d, pooling="mean").encode(texts)`` equals ``transformers`` PyTorch's
+    ``AutoModel`` + mean pooling over the same tokenization (to 1e-4 in float32).
+
+    Example:
+      >>> import tempfile
+      >>> from flax import nnx
+      >>> from jaxir.models import hf
+      >>> from jaxir.models.bert import PRESETS, Model
+      >>> d = tempfile.mkdtemp()
+      >>> hf.save_pretrained(Model(PRESETS["tiny"], rngs=nnx.Rngs(0)), d)
+      >>> _ = (pathlib.Path(d) / "vocab.txt").write_text("\\n".join(
+      ...     ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cats", "purr"]) + "\\n")
+      >>> encoder = load_encoder(d, pooling="cls", normalize=True, max_length=32)
+      >>> v = encoder.encode(["cats purr", "purr"])
+      >>> v.shape, v.dtype, bool(np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5))
+      ((2, 32), dtype('float32'), True)
+    """
+    model = hf.load_pretrained(path, dtype=dtype, mlm_head=False)
+    tokenizer = load_tokenizer(path)
+    return TextEncoder(
+        model,
+        tokenizer,
+        pooling=pooling,
+        normalize=normalize,
+        max_length=max_length,
+        prefix=prefix,
+        mesh=mesh,
+    )
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingStore:
+    """An embedding store on disk (see the module docstring for the format).
+
+    Attributes:
+      path: the store directory.
+      manifest: the parsed ``manifest.json``.
+      ids: the ``N`` ids, row order.
+      shards: per-shard float32 arrays ``[n_i, D]`` (memory-mapped when loaded with
+        ``mmap=True``): stream these to process a corpus larger than memory.
+    """
+
+    path: pathlib.Path
+    manifest: dict[str, Any]
+    ids: list[str]
+    shards: tuple[np.ndarray, ...]
+
+    @functools.cached_property
+    def vectors(self) -> np.ndarray:
+        """All vectors ``[N, D]`` float32, concatenated on first access.
+
+        With one shard this is the (memory-mapped) shard itself, without a copy; with
+        several, the shards are read into one in-memory array.
+        """
+        if len(self.shards) == 1:
+            return self.shards[0]
+        if not self.shards:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate(self.shards)
+
+    @property
+    def dim(self) -> int:
+        """Vector size ``D``."""
+        return int(self.manifest["dim"])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _shard_names(index: int) -> tuple[str, str]:
+    return f"vectors-{index:05d}.npy", f"ids-{index:05d}.txt"
+
+
+def _atomic_write(path: pathlib.Path, write) -> None:
+    """Calls ``write(binary file)`` on a temporary file, then renames it to ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_manifest(path: pathlib.Path, manifest: dict[str, Any]) -> None:
+    text = json.dumps(manifest, indent=2) + "\n"
+    _atomic_write(path / MANIFEST, lambda f: f.write(text.encode("utf-8")))
+
+
+def _read_manifest(path: pathlib.Path) -> dict[str, Any]:
+    file = path / MANIFEST
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{file}: no embedding manifest; write a store with jaxir.encode.encode_corpus "
+            "(or `jaxir encode`) first."
+        )
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}:{e.lineno}: invalid JSON ({e.msg}).") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f'{file}: field "format" must be "{FORMAT}"; this is not a jaxir store.')
+    if manifest.get("version") != VERSION:
+        raise ValueError(
+            f'{file}: field "version" is {manifest.get("version")!r}; this jaxir reads version '
+            f"{VERSION}. Re-encode the corpus with this jaxir version."
+        )
+    for name in ("dim", "count", "shards", "encoder"):
+        if name not in manifest:
+            raise ValueError(f'{file}: field "{name}" is missing; the manifest is damaged.')
+    return manifest
+
+
+def _read_ids(file: pathlib.Path) -> list[str]:
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{file}: id file listed in {file.parent / MANIFEST} is missing; re-encode the "
+            "corpus (resume=False / --no-resume)."
+        )
+    text = file.read_text(encoding="utf-8")
+    return text.split("\n")[:-1] if text else []
+
+
+def load_embeddings(path: str | os.PathLike[str], mmap: bool = True) -> EmbeddingStore:
+    """Reads an embedding store written by :func:`encode_corpus`.
+
+    Args:
+      path: the store directory (holding ``manifest.json``).
+      mmap: memory-map the ``.npy`` shards (read lazily) instead of loading them.
+
+    Returns an :class:`EmbeddingStore`: ``ids`` ``[N]``, ``vectors`` ``[N, D]`` float32.
+
+    Raises:
+      FileNotFoundError: no manifest, or a shard file it lists is missing.
+      ValueError: the store is incomplete (an interrupted run: resume it) or a shard's
+        row count / shape / dtype disagrees with the manifest.
+    """
+    root = pathlib.Path(path)
+    manifest = _read_manifest(root)
+    where = root / MANIFEST
+    if not manifest.get("complete", False):
+        raise ValueError(
+            f"{where}: the store is incomplete ({manifest['count']} embeddings written before "
+            "the run stopped); run the same encode command again to resume it."
+        )
+    dim, ids, shards = int(manifest["dim"]), [], []
+    for i, shard in enumerate(manifest["shards"]):
+        vectors_file, ids_file = root / shard["vectors"], root / shard["ids"]
+        if not vectors_file.is_file():
+            raise FileNotFoundError(
+                f"{vectors_file}: vector shard {i} listed in {where} is missing; re-encode the "
+                "corpus (resume=False / --no-resume)."
+            )
+        vectors = np.load(vectors_file, mmap_mode="r" if mmap else None)
+        shard_ids = _read_ids(ids_file)
+        want = int(shard["count"])
+        if vectors.shape != (want, dim) or vectors.dtype != np.float32:
+            raise ValueError(
+                f"{vectors_file}: holds {vectors.dtype} {vectors.shape}, but {where} "
+                f'(shards[{i}].count, "dim") expects float32 ({want}, {dim}).'
+            )
+        if len(shard_ids) != want:
+            raise ValueError(
+                f"{ids_file}: has {len(shard_ids)} ids, but {where} (shards[{i}].count) "
+                f"expects {want}."
+            )
+        ids.extend(shard_ids)
+        shards.append(vectors)
+    if len(ids) != int(manifest["count"]):
+        raise ValueError(
+            f'{where}: field "count" is {manifest["count"]} but its shards hold {len(ids)} '
+            "embeddings; the manifest is damaged, re-encode the corpus."
+        )
+    return EmbeddingStore(root, manifest, ids, tuple(shards))
+
+
+def _id_and_text(item: Any, position: int) -> tuple[str, str]:
+    if isinstance(item, (Document, Query)):
+        doc_id, text = item.id, item.full_text
+    elif isinstance(item, tuple) and len(item) == 2:
+        doc_id, text = item
+    else:
+        raise TypeError(
+            f"document #{position}: expected a Document, a Query or an (id, text) tuple, got "
+            f"{type(item).__name__}."
+        )
+    if not isinstance(doc_id, str) or not doc_id or "\n" in doc_id or "\r" in doc_id:
+        raise ValueError(
+            f"document #{position}: id {doc_id!r} must be a non-empty string without line "
+            "breaks (ids are stored one a line)."
+        )
+    if not isinstance(text, str):
+        raise ValueError(
+            f"document #{position} (id {doc_id!r}): text must be a string, got "
+            f"{type(text).__name__}."
+        )
+    return doc_id, text
+
+
+def _resume_point(
+    root: pathlib.Path, encoder: TextEncoder, stream: Iterator[tuple[str, str]]
+) -> tuple[list[dict[str, Any]], int]:
+    """Completed shards of an existing store whose ids match the start of ``stream``.
+
+    Consumes those documents from ``stream``; returns ``(shards, count)``.
+    """
+    manifest = _read_manifest(root)
+    where = root / MANIFEST
+    if manifest["encoder"] != encoder.settings:
+        raise ValueError(
+            f"{where}: the store was encoded with {manifest['encoder']}, not "
+            f"{encoder.settings}; pass resume=False (--no-resume) to overwrite it, or "
+            "choose another output directory."
+        )
+    if int(manifest["dim"]) != encoder.dim:
+        raise ValueError(
+            f'{where}: field "dim" is {manifest["dim"]} but the encoder makes {encoder.dim}-d '
+            "vectors; pass resume=False (--no-resume) or another output directory."
+        )
+    count = 0
+    for shard in manifest["shards"]:
+        ids_file = root / shard["ids"]
+        if not (root / shard["vectors"]).is_file():
+            raise FileNotFoundError(
+                f"{root / shard['vectors']}: listed in {where} but missing; pass resume=False "
+                "(--no-resume) to re-encode everything."
+            )
+        for line, stored in enumerate(_read_ids(ids_file), start=1):
+            got = next(stream, None)
+            if got is None:
+                raise ValueError(
+                    f"{ids_file}:{line}: the store already holds more documents than the "
+                    "input has; the input changed, pass resume=False (--no-resume)."
+                )
+            if got[0] != stored:
+                raise ValueError(
+                    f"{ids_file}:{line}: stored id {stored!r} but input document #{count} has "
+                    f"id {got[0]!r}; the input changed since the interrupted run, pass "
+                    "resume=False (--no-resume) to re-encode it."
+                )
+            count += 1
+    return list(manifest["shards"]), count
+
+
+def _clear_store(root: pathlib.Path) -> None:
+    """Removes the manifest and shard files of a previous store in ``root`` (nothing else)."""
+    (root / MANIFEST).unlink(missing_ok=True)
+    for pattern in ("vectors-*.npy", "ids-*.txt", ".vectors-*.npy.tmp", ".ids-*.txt.tmp"):
+        for file in root.glob(pattern):
+            file.unlink()
+
+
+def encode_corpus(
+    encoder: TextEncoder,
+    documents: Iterable[Document] | Iterable[tuple[str, str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    shard_size: int = 100_000,
+    batch_size: int = 64,
+    resume: bool = True,
+    progress: bool = True,
+    total: int | None = None,
+) -> EmbeddingStore:
+    """Encodes a stream of documents into an embedding store at ``out_dir``.
+
+    Args:
+      encoder: the :class:`TextEncoder`.
+      documents: :class:`~jaxir.data.records.Document` / ``Query`` records (their text
+        is ``title + " " + text``) or ``(id, text)`` tuples. Read lazily: memory holds
+        one shard of texts at a time.
+      out_dir: the store directory (created if missing).
+      shard_size: documents per shard file (the unit of resumption).
+      batch_size: rows per forward pass.
+      resume: keep the completed shards of an existing store in ``out_dir`` (after
+        checking that their ids are the first ids of ``documents`` and that the encoder
+        settings match) and encode only the rest; ``False`` deletes it first.
+      progress: show a tqdm bar (docs/s).
+      total: number of documents, for the progress bar only.
+
+    Returns the finished store (as :func:`load_embeddings` reads it, memory-mapped).
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
+    root = pathlib.Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    stream = (_id_and_text(item, i) for i, item in enumerate(documents))
+    shards: list[dict[str, Any]] = []
+    count = 0
+    if resume and (root / MANIFEST).is_file():
+        shards, count = _resume_point(root, encoder, stream)
+    else:
+        _clear_store(root)
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "dim": encoder.dim,
+        "count": count,
+        "dtype": "float32",
+        "complete": False,
+        "shards": shards,
+        "encoder": encoder.settings,
+    }
+    _write_manifest(root, manifest)
+    bar = tqdm(total=total, initial=count, unit="doc", disable=not progress, smoothing=0.1)
+    while chunk := list(itertools.islice(stream, shard_size)):
+        ids = [doc_id for doc_id, _ in chunk]
+        vectors = encoder._encode(
+            [text for _, text in chunk], batch_size, None, on_batch=bar.update
+        )
+        vectors_name, ids_name = _shard_names(len(shards))
+        _atomic_write(root / vectors_name, lambda f, v=vectors: np.save(f, v))
+        ids_bytes = "".join(f"{i}\n" for i in ids).encode("utf-8")
+        _atomic_write(root / ids_name, lambda f, b=ids_bytes: f.write(b))
+        shards.append({"vectors": vectors_name, "ids": ids_name, "count": len(ids)})
+        manifest["count"] += len(ids)
+        _write_manifest(root, manifest)
+    bar.close()
+    if manifest["count"] == 0:
+        raise ValueError("documents is empty; there is nothing to encode.")
+    manifest["complete"] = True
+    _write_manifest(root, manifest)
+    return load_embeddings(root)

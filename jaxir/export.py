@@ -1,0 +1,448 @@
+"""Serving bundles: one directory holding everything needed to answer queries.
+
+A bundle is what ``jaxir export`` writes and ``jaxir search BUNDLE "query"`` reads::
+
+    manifest.json     format, versions, encoder contract, index kind, sizes, metrics,
+                      and every other file with its size and SHA-256
+    query_encoder/    Hugging Face directory of the query tower (config.json,
+                      model.safetensors, tokenizer files, jaxir_tokenizer.json);
+                      a tied dual encoder's single tower
+    index/            a saved searcher (ScaNN by default, exact allowed): searcher.json + data
+    doc_ids.txt       N document ids, one a line; row i of the index is line i
+    corpus.jsonl[.gz] optional: the documents, so search results can show their text
+
+``manifest.json`` looks like::
+
+    {"format": "jaxir-bundle", "bundle_version": 1, "jaxir_version": "0.1.0",
+     "created": "2025-01-01T12:00:00+00:00",
+     "encoder": {"pooling": "mean", "normalize": true, "prefix": "", "max_length": 32},
+     "documents": {... the embedding store's encoder settings ...},
+     "index": {"kind": "scann"}, "num_docs": 5183, "dim": 768,
+     "metrics": {"nDCG@10": 0.61},
+     "files": [{"path": "doc_ids.txt", "size": 41234, "sha256": "..."}, ...]}
+
+**Compatibility.** :func:`load_bundle` refuses a bundle whose ``bundle_version``
+differs from :data:`BUNDLE_VERSION` (the layout above changed; re-export it with this
+jaxir) and a bundle with a missing file or a file whose size or SHA-256 differs from
+the manifest (a partial copy or a corruption; copy or export it again). A bundle made
+by another *jaxir package version* with the same bundle version loads with a
+:class:`UserWarning`: the layout is the same, only numerics may differ slightly. The
+manifest is written last, so an interrupted export leaves no loadable bundle.
+
+Example:
+    >>> import tempfile, numpy as np
+    >>> from flax import nnx
+    >>> from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    >>> from transformers import PreTrainedTokenizerFast
+    >>> from jaxir.encode import encode_corpus
+    >>> from jaxir.models.bert import PRESETS
+    >>> from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec
+    >>> from jaxir.search import tower_encoders
+    >>> vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "cats": 4, "purr": 5, "dogs": 6}
+    >>> core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    >>> core.pre_tokenizer = pre_tokenizers.Whitespace()
+    >>> core.post_processor = processors.TemplateProcessing(
+    ...     single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    >>> tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]",
+    ...                               cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]")
+    >>> spec = DualEncoderSpec(query_max_length=8, passage_max_length=16)
+    >>> model = DualEncoder.create(PRESETS["tiny"], spec, rngs=nnx.Rngs(0))
+    >>> _, passages = tower_encoders(model, tok)
+    >>> store = encode_corpus(passages, [("d1", "cats purr"), ("d2", "dogs")],
+    ...                       tempfile.mkdtemp(), progress=False)
+    >>> out = export_bundle(model, store, tempfile.mkdtemp() + "/bundle", index="exact",
+    ...                     tokenizer=tok, metrics={"nDCG@10": 1.0})
+    >>> bundle = load_bundle(out)
+    >>> [doc for doc, _ in bundle.search(["cats purr"], k=2)[0]]
+    ['d1', 'd2']
+    >>> bundle.manifest["index"]["kind"], bundle.manifest["num_docs"], bundle.metrics
+    ('exact', 2, {'nDCG@10': 1.0})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import transformers
+
+import jaxir
+from jaxir.data.runs import Run
+from jaxir.data.tokenizer import CONTRACT_FILE, load_tokenizer, save_tokenizer_contract
+from jaxir.data.tokenizer import tokenizer_contract as describe_tokenizer
+from jaxir.encode import EmbeddingStore, TextEncoder, load_embeddings, load_encoder
+from jaxir.index import ExactSearcher, Searcher, load_searcher
+from jaxir.index.base import file_sha256
+from jaxir.models import hf
+from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, load_spec
+from jaxir.search.retrieve import retrieve
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BUNDLE_VERSION",
+    "INDEX_KINDS",
+    "Bundle",
+    "BundleError",
+    "export_bundle",
+    "load_bundle",
+]
+
+BUNDLE_FORMAT = "jaxir-bundle"
+BUNDLE_VERSION = 1
+MANIFEST = "manifest.json"
+QUERY_ENCODER = "query_encoder"
+INDEX = "index"
+DOC_IDS = "doc_ids.txt"
+INDEX_KINDS = ("scann", "exact")
+
+PathLike = str | os.PathLike[str]
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be written or loaded; the message names the file and the fix."""
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _resolve_model(
+    model: DualEncoder | PathLike, tokenizer: transformers.PreTrainedTokenizerBase | None
+) -> tuple[DualEncoderSpec, pathlib.Path | DualEncoder, transformers.PreTrainedTokenizerBase]:
+    """``(spec, query tower dir or model, tokenizer)`` of a dual encoder object or directory."""
+    if isinstance(model, DualEncoder):
+        if tokenizer is None:
+            raise BundleError(
+                "export_bundle: a DualEncoder object needs tokenizer= (the tokenizer it was "
+                "trained with); or pass the model directory written by save_dual_encoder"
+            )
+        return model.spec, model, tokenizer
+    root = pathlib.Path(model)
+    spec = load_spec(root)
+    tower = root / "query"
+    if not (tower / "config.json").is_file():
+        raise BundleError(
+            f"{tower / 'config.json'}: missing; {root} is not a complete dual-encoder directory "
+            "(save it with jaxir.models.dual_encoder.save_dual_encoder)"
+        )
+    return spec, tower, tokenizer if tokenizer is not None else load_tokenizer(tower)
+
+
+def _hidden_size(tower: pathlib.Path | DualEncoder) -> int:
+    if isinstance(tower, DualEncoder):
+        return tower.query_encoder.config.hidden_size
+    config = hf.read_hf_config(tower)
+    return int(config.get("hidden_size", config.get("dim", -1)))
+
+
+def _check_store(store: EmbeddingStore, spec: DualEncoderSpec, dim: int) -> None:
+    """Raise if the document vectors were not made the way the query tower makes its vectors."""
+    where = store.path / "manifest.json"
+    settings = store.manifest["encoder"]
+    for name, want in (("pooling", spec.pooling), ("normalize", spec.normalize)):
+        if settings.get(name) != want:
+            raise BundleError(
+                f'{where}: field "encoder.{name}" is {settings.get(name)!r} but the model\'s '
+                f"spec says {want!r}; queries and documents would be encoded differently. "
+                f"Re-encode the corpus with the model's settings (jaxir encode --pooling "
+                f"{spec.pooling}{' --normalize' if spec.normalize else ''})"
+            )
+    if store.dim != dim:
+        raise BundleError(
+            f'{where}: field "dim" is {store.dim} but the query tower makes {dim}-d vectors; '
+            "encode the corpus with this model"
+        )
+    if settings.get("prefix", "") != spec.passage_prefix:
+        warnings.warn(
+            f"{where}: documents were encoded with prefix {settings.get('prefix')!r} but the "
+            f"model's passage prefix is {spec.passage_prefix!r}",
+            stacklevel=3,
+        )
+
+
+def _build_searcher(kind: str, vectors: np.ndarray, options: Mapping[str, Any]) -> Searcher:
+    if kind == "exact":
+        return ExactSearcher(vectors, **options)
+    from jaxir.index import ScannSearcher
+
+    return ScannSearcher.build(vectors, **options)
+
+
+def _prepare_out(out: pathlib.Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        is_bundle = (out / MANIFEST).is_file() and _is_bundle_manifest(out / MANIFEST)
+        if not (overwrite and is_bundle):
+            raise BundleError(
+                f"{out}: exists and is not empty; choose a new output directory"
+                + (
+                    " or pass overwrite=True (--overwrite) to replace this bundle"
+                    if is_bundle
+                    else ""
+                )
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _is_bundle_manifest(path: pathlib.Path) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("format") == BUNDLE_FORMAT
+    except (ValueError, AttributeError, OSError):
+        return False
+
+
+def _file_entries(root: pathlib.Path) -> list[dict[str, Any]]:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p != root / MANIFEST)
+    return [
+        {
+            "path": p.relative_to(root).as_posix(),
+            "size": p.stat().st_size,
+            "sha256": file_sha256(p),
+        }
+        for p in files
+    ]
+
+
+def export_bundle(
+    model: DualEncoder | PathLike,
+    embeddings: EmbeddingStore | PathLike,
+    out_dir: PathLike,
+    *,
+    index: str = "scann",
+    metrics: Mapping[str, float] | None = None,
+    tokenizer: transformers.PreTrainedTokenizerBase | None = None,
+    corpus: PathLike | None = None,
+    index_options: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Write a serving bundle (module docstring) and return its directory.
+
+    Args:
+      model: a dual-encoder directory (``save_dual_encoder``: ``query/`` with its
+        tokenizer, ``dual_encoder.json``) or a :class:`DualEncoder` object (then pass
+        ``tokenizer``). Only the query tower is exported.
+      embeddings: the document embedding store (directory or :class:`EmbeddingStore`)
+        encoded by this model's passage tower; its pooling and normalization must match
+        the model's spec.
+      out_dir: the bundle directory; must not exist or be empty.
+      index: ``"scann"`` (approximate, needs ``scann``) or ``"exact"`` (on device).
+      metrics: evaluation results to record (e.g. ``{"nDCG@10": 0.61}``).
+      tokenizer: the model's tokenizer (default: the one in ``model/query``).
+      corpus: optional ``corpus.jsonl[.gz]`` copied in, so search shows document text.
+      index_options: keyword arguments of ``ScannSearcher.build`` (``num_leaves``,
+        ``num_leaves_to_search``, ``reorder``, ...) or of ``ExactSearcher``.
+      overwrite: replace an existing bundle at ``out_dir``.
+
+    Raises:
+      BundleError: embeddings inconsistent with the model, bad ``index``, or a
+        non-empty ``out_dir``.
+    """
+    if index not in INDEX_KINDS:
+        raise BundleError(f"index must be one of {INDEX_KINDS}, got {index!r}")
+    spec, tower, tokenizer = _resolve_model(model, tokenizer)
+    store = embeddings if isinstance(embeddings, EmbeddingStore) else load_embeddings(embeddings)
+    _check_store(store, spec, _hidden_size(tower))
+    if corpus is not None and not pathlib.Path(corpus).is_file():
+        raise BundleError(f"{corpus}: corpus file not found; pass a corpus.jsonl[.gz] file")
+    out = pathlib.Path(out_dir)
+    _prepare_out(out, overwrite)
+
+    encoder_dir = out / QUERY_ENCODER
+    if isinstance(tower, DualEncoder):
+        hf.save_pretrained(tower.query_encoder, encoder_dir)
+    else:
+        shutil.copytree(tower, encoder_dir, ignore=shutil.ignore_patterns(CONTRACT_FILE))
+    tokenizer.save_pretrained(encoder_dir)
+    contract = describe_tokenizer(
+        tokenizer,
+        max_length=spec.query_max_length,
+        query_prefix=spec.query_prefix,
+        document_prefix=spec.passage_prefix,
+    )
+    save_tokenizer_contract(encoder_dir, **dataclasses.asdict(contract))
+
+    searcher = _build_searcher(index, np.asarray(store.vectors), index_options or {})
+    searcher.save(out / INDEX)
+    (out / DOC_IDS).write_text("".join(f"{i}\n" for i in store.ids), encoding="utf-8")
+    if corpus is not None:
+        name = "corpus.jsonl.gz" if str(corpus).endswith(".gz") else "corpus.jsonl"
+        shutil.copyfile(corpus, out / name)
+
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "bundle_version": BUNDLE_VERSION,
+        "jaxir_version": jaxir.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "encoder": {
+            "pooling": spec.pooling,
+            "normalize": spec.normalize,
+            "prefix": spec.query_prefix,
+            "max_length": spec.query_max_length,
+        },
+        "documents": dict(store.manifest["encoder"]),
+        "index": {"kind": index},
+        "num_docs": len(store.ids),
+        "dim": store.dim,
+        "metrics": {str(k): float(v) for k, v in (metrics or {}).items()},
+        "files": _file_entries(out),
+    }
+    tmp = out / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out / MANIFEST)
+    return out
+
+
+# --------------------------------------------------------------------------- load
+
+
+@dataclasses.dataclass
+class Bundle:
+    """A loaded serving bundle: query encoder + searcher + document ids.
+
+    Attributes:
+      path: the bundle directory.
+      manifest: the parsed ``manifest.json``.
+      encoder: the query :class:`~jaxir.encode.TextEncoder` (contract applied).
+      searcher: the loaded :class:`~jaxir.index.Searcher`.
+      doc_ids: ``[N]`` ids; row ``i`` of the searcher is ``doc_ids[i]``.
+    """
+
+    path: pathlib.Path
+    manifest: dict[str, Any]
+    encoder: TextEncoder
+    searcher: Searcher
+    doc_ids: list[str]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The evaluation results recorded at export (may be empty)."""
+        return dict(self.manifest.get("metrics", {}))
+
+    @property
+    def corpus_path(self) -> pathlib.Path | None:
+        """The bundled ``corpus.jsonl[.gz]``, or ``None`` when the bundle has none."""
+        for entry in self.manifest["files"]:
+            if entry["path"] in ("corpus.jsonl", "corpus.jsonl.gz"):
+                return self.path / entry["path"]
+        return None
+
+    def search(self, queries: Sequence[str], k: int = 10) -> list[list[tuple[str, float]]]:
+        """Top-``k`` ``(doc_id, score)`` pairs per query text, best first, in input order."""
+        if isinstance(queries, str):
+            raise TypeError("queries must be a list of texts, not one string; wrap it in [...]")
+        run = self.search_run(list(queries), k=k)
+        return [list(run[str(i)].items()) for i in range(len(queries))]
+
+    def search_run(
+        self, queries: Mapping[str, Any] | Sequence[str], k: int = 10, *, batch_size: int = 1024
+    ) -> Run:
+        """``{query_id: {doc_id: score}}`` for ``{query_id: text | Query}`` (or a list: ids ``"0"``...)."""
+        return retrieve(
+            self.encoder, self.searcher, self.doc_ids, queries, k, batch_size=batch_size
+        )
+
+
+def _read_manifest(root: pathlib.Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise BundleError(f"{root}: no such bundle directory; write one with `jaxir export`")
+    if not path.is_file():
+        raise BundleError(
+            f"{path}: missing; {root} is not a complete jaxir bundle (an interrupted export "
+            "leaves none); run `jaxir export` again"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise BundleError(
+            f"{path}:{e.lineno}: not valid JSON ({e.msg}); the manifest is corrupted, export "
+            "the bundle again"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(
+            f'{path}: field "format" must be "{BUNDLE_FORMAT}"; this is not a jaxir bundle'
+        )
+    version = manifest.get("bundle_version")
+    if version != BUNDLE_VERSION:
+        made_by = manifest.get("jaxir_version", "an unknown version")
+        raise BundleError(
+            f'{path}: field "bundle_version" is {version!r} (written by jaxir {made_by}), but '
+            f"jaxir {jaxir.__version__} reads bundle version {BUNDLE_VERSION}. Re-export the "
+            f"model with this jaxir (`jaxir export MODEL --embeddings DIR --out BUNDLE`), or "
+            f"load it with jaxir {made_by}"
+        )
+    for name in ("encoder", "index", "num_docs", "dim", "files"):
+        if name not in manifest:
+            raise BundleError(f'{path}: field "{name}" is missing; export the bundle again')
+    if manifest.get("jaxir_version") != jaxir.__version__:
+        warnings.warn(
+            f"{path}: bundle written by jaxir {manifest.get('jaxir_version')}, loading with "
+            f"jaxir {jaxir.__version__}; the bundle format ({BUNDLE_VERSION}) is the same, so "
+            "it loads, but scores may differ slightly",
+            UserWarning,
+            stacklevel=3,
+        )
+    return manifest
+
+
+def _verify_files(root: pathlib.Path, manifest: dict[str, Any], checksums: bool) -> None:
+    fix = "the bundle is incomplete or corrupted; copy it again or re-run `jaxir export`"
+    for entry in manifest["files"]:
+        file = root / entry["path"]
+        if not file.is_file():
+            raise BundleError(f"{file}: missing (listed in {root / MANIFEST}); {fix}")
+        size = file.stat().st_size
+        if size != entry["size"]:
+            raise BundleError(
+                f"{file}: {size} bytes, but {root / MANIFEST} records {entry['size']}; {fix}"
+            )
+        if checksums and file_sha256(file) != entry["sha256"]:
+            raise BundleError(f"{file}: SHA-256 differs from the one in {root / MANIFEST}; {fix}")
+
+
+def load_bundle(path: PathLike, *, verify: bool = True, dtype: str = "float32") -> Bundle:
+    """Load a bundle written by :func:`export_bundle`, checking it first.
+
+    Args:
+      path: the bundle directory.
+      verify: check every file's SHA-256 (sizes and presence are always checked).
+        Hashing reads every byte once; turn off only for trusted local copies.
+      dtype: compute dtype of the query encoder (``"float32"`` or ``"bfloat16"``).
+
+    Raises:
+      BundleError: not a bundle, another bundle format version, a missing file, or a
+        file whose size / SHA-256 differs from the manifest (the message names the
+        file and the fix).
+
+    Warns:
+      UserWarning: the bundle was written by another jaxir version with the same
+        bundle format version (it loads).
+    """
+    root = pathlib.Path(path)
+    manifest = _read_manifest(root)
+    _verify_files(root, manifest, verify)
+    contract = manifest["encoder"]
+    encoder = load_encoder(
+        root / QUERY_ENCODER,
+        pooling=contract["pooling"],
+        normalize=contract["normalize"],
+        max_length=contract["max_length"],
+        prefix=contract["prefix"],
+        dtype=dtype,
+    )
+    searcher = load_searcher(root / INDEX)
+    text = (root / DOC_IDS).read_text(encoding="utf-8")
+    doc_ids = text.split("\n")[:-1] if text else []
+    if not len(doc_ids) == searcher.num_docs == manifest["num_docs"]:
+        raise BundleError(
+            f"{root / DOC_IDS}: {len(doc_ids)} ids, index has {searcher.num_docs} vectors, "
+            f'manifest says "num_docs": {manifest["num_docs"]}; export the bundle again'
+        )
+    return Bundle(root, manifest, encoder, searcher, doc_ids)

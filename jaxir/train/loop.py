@@ -1,0 +1,338 @@
+"""``jaxir.train(config, workdir)``: the dense dual-encoder training run, resumable at any moment.
+
+The run, in order:
+
+1. data: the BEIR collection at ``config.data.path`` (or the embedded synthetic one),
+   training groups = train qrels + BM25 hard negatives (cached in ``workdir/groups.jsonl``),
+   a dev set held out from the training queries (never the test split);
+2. tokenizer: the one next to ``config.model.init`` when that is a model directory, a
+   given ``config.model.vocab`` directory, or a WordPiece vocabulary trained on the corpus;
+3. state: built abstractly and materialized sharded over the ``data x fsdp x tensor`` mesh;
+   restored in the order workdir checkpoint > ``resume`` > ``init`` weights > scratch;
+4. steps: one jitted step (donated state); loss / grad-norm / examples-per-second to
+   ``workdir/metrics.jsonl`` and TensorBoard events, a tqdm bar; validation (nDCG@10,
+   R@100) and async Orbax checkpoints (params, optimizer, step, RNG, data position,
+   config) every few steps; a non-finite loss stops the run naming the step;
+5. the trained model is written to ``workdir/model`` (Hugging Face towers + contract).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from jaxir import config as config_lib
+from jaxir import data as data_lib
+from jaxir import sharding
+from jaxir.data.pipeline import TrainingData
+from jaxir.models import hf
+from jaxir.models.bert import PRESETS, EncoderConfig
+from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, save_dual_encoder
+from jaxir.optim import adamw
+from jaxir.train import step as step_lib
+from jaxir.train.checkpoint import Checkpointer
+from jaxir.train.state import TrainState, create_state
+from jaxir.train.validation import ValidationSet, validate
+
+SYNTHETIC_DIR = "data"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss; the message names the step and the last good checkpoint."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    workdir: pathlib.Path
+    model_dir: pathlib.Path
+    data_dir: pathlib.Path
+    steps: int
+    validation: dict[str, float]
+    history: list[dict[str, float]]
+
+
+def collection_dir(config: config_lib.DenseRunConfig, workdir: pathlib.Path) -> pathlib.Path:
+    """The BEIR directory of the run: ``config.data.path`` or the synthetic collection in ``workdir``."""
+    if config.data.path:
+        return pathlib.Path(config.data.path)
+    out = workdir / SYNTHETIC_DIR
+    if not (out / "qrels" / "test.tsv").exists():
+        data_lib.write_collection(out, seed=0)
+    return out
+
+
+def _texts(records: Mapping[str, Any]) -> dict[str, str]:
+    return {k: getattr(v, "full_text", v.text) for k, v in records.items()}
+
+
+def _tokenizer(model_cfg: config_lib.ModelConfig, corpus: Mapping[str, Any], workdir: pathlib.Path):
+    init = pathlib.Path(model_cfg.init)
+    if (init / "config.json").exists():
+        return data_lib.load_tokenizer(init)
+    if model_cfg.vocab and model_cfg.vocab != "corpus":
+        return data_lib.load_tokenizer(model_cfg.vocab)
+    out = workdir / "tokenizer"
+    if (out / "tokenizer.json").exists():
+        return data_lib.load_tokenizer(out, check_contract=False)
+    return data_lib.train_wordpiece((d.full_text for d in corpus.values()), out, vocab_size=8192)
+
+
+def _encoder_config(
+    model_cfg: config_lib.ModelConfig, vocab_size: int
+) -> tuple[EncoderConfig, bool]:
+    """Architecture and whether weights come from ``model_cfg.init`` (a Hugging Face dir)."""
+    init = pathlib.Path(model_cfg.init)
+    if (init / "config.json").exists():
+        hf_config = hf.read_hf_config(init)
+        module = hf._FAMILY_MODULE[hf_config["model_type"]]
+        return module.from_hf_config(hf_config).replace(mlm_head=False, dtype=model_cfg.dtype), True
+    if model_cfg.init not in PRESETS:
+        raise ValueError(
+            f"model.init={model_cfg.init!r} is neither a Hugging Face model directory (with "
+            f"config.json) nor a preset ({', '.join(PRESETS)})."
+        )
+    preset = PRESETS[model_cfg.init]
+    return preset.replace(vocab_size=vocab_size, mlm_head=False, dtype=model_cfg.dtype), False
+
+
+def _split_dev(qrels: Mapping[str, Any], size: int, seed: int) -> tuple[dict, dict]:
+    """Holds out ``size`` training queries (seeded) as the dev set."""
+    qids = sorted(qrels)
+    random.Random(seed).shuffle(qids)
+    size = min(size, len(qids) // 5)
+    dev = set(qids[:size])
+    return {q: v for q, v in qrels.items() if q not in dev}, {q: qrels[q] for q in qids[:size]}
+
+
+def _groups(config, workdir, queries, corpus, qrels) -> list[data_lib.TrainGroup]:
+    cache = workdir / "groups.jsonl"
+    if cache.exists():
+        return data_lib.read_groups(cache)
+    negatives = None
+    if config.data.negatives == "bm25":
+        negatives = data_lib.mine_bm25_negatives(
+            queries,
+            corpus,
+            qrels,
+            num_negatives=max(8, config.train.group_size * 4),
+            rank_window=config.data.bm25_rank_window,
+        )
+    elif config.data.negatives != "none":
+        raise ValueError(f"data.negatives must be 'bm25' or 'none', got {config.data.negatives!r}.")
+    groups = data_lib.groups_from_qrels(queries, corpus, qrels, negatives)
+    data_lib.write_groups(groups, cache)
+    return groups
+
+
+def _validation_set(config, corpus, queries, dev_qrels, tokenizer, seed) -> ValidationSet:
+    """Dev queries against their relevant docs plus a seeded sample of the corpus."""
+    relevant = {d for q in dev_qrels.values() for d in q if d in corpus}
+    others = sorted(set(corpus) - relevant)
+    random.Random(seed).shuffle(others)
+    chosen = sorted(relevant) + others[: max(0, config.data.validation_corpus - len(relevant))]
+    return ValidationSet.build(
+        {q: queries[q].text for q in dev_qrels},
+        {d: corpus[d].full_text for d in chosen},
+        dev_qrels,
+        tokenizer,
+        max_query_length=config.data.max_query_length,
+        max_passage_length=config.data.max_passage_length,
+        query_prefix=config.model.query_prefix,
+        passage_prefix=config.model.passage_prefix,
+    )
+
+
+class _Logger:
+    """metrics.jsonl + TensorBoard event files."""
+
+    def __init__(self, workdir: pathlib.Path):
+        from tensorboardX import SummaryWriter
+
+        self.file = (workdir / "metrics.jsonl").open("a")
+        self.tb = SummaryWriter(str(workdir / "tensorboard"))
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        self.file.write(json.dumps({"step": step, **values}) + "\n")
+        self.file.flush()
+        for k, v in values.items():
+            self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self.file.close()
+        self.tb.close()
+
+
+def train(
+    config: config_lib.DenseRunConfig,
+    workdir: str | pathlib.Path,
+    *,
+    resume: str | pathlib.Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Trains a dual encoder as described by ``config``; resumes from ``workdir`` if it holds checkpoints.
+
+    Args:
+      config: the run configuration (see ``configs/``).
+      workdir: output directory (checkpoints, metrics, model); created if missing.
+      resume: another run's checkpoint directory to start from when ``workdir`` has none.
+      progress: show a tqdm progress bar.
+
+    Returns:
+      :class:`TrainResult` with the model directory and the final validation metrics.
+
+    Raises:
+      NonFiniteLossError: the loss became NaN/inf (message names step and checkpoint).
+    """
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(config_lib.to_dict(config), indent=2) + "\n")
+    tc, mc, dc = config.train, config.model, config.data
+
+    beir = collection_dir(config, workdir)
+    corpus = data_lib.load_corpus(beir)
+    queries = data_lib.load_queries(beir)
+    train_qrels = data_lib.load_qrels(beir / "qrels" / f"{dc.train_split}.tsv")
+    train_qrels, dev_qrels = _split_dev(train_qrels, dc.validation_queries, tc.seed)
+    tokenizer = _tokenizer(mc, corpus, workdir)
+    groups = _groups(config, workdir, queries, corpus, train_qrels)
+    data = TrainingData.build(
+        groups,
+        tokenizer,
+        max_query_length=dc.max_query_length,
+        max_passage_length=dc.max_passage_length,
+        query_prefix=mc.query_prefix,
+        passage_prefix=mc.passage_prefix,
+    )
+    dev = _validation_set(config, corpus, queries, dev_qrels, tokenizer, tc.seed)
+
+    encoder_config, pretrained = _encoder_config(mc, len(tokenizer))
+    spec = DualEncoderSpec(
+        pooling=mc.pooling,
+        normalize=mc.normalize,
+        temperature=mc.temperature,
+        learn_temperature=mc.learn_temperature,
+        tied=mc.tied,
+        query_prefix=mc.query_prefix,
+        passage_prefix=mc.passage_prefix,
+        query_max_length=dc.max_query_length,
+        passage_max_length=dc.max_passage_length,
+    )
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    optimizer = adamw(
+        tc.learning_rate,
+        total_steps=tc.steps,
+        warmup_steps=tc.warmup_steps,
+        weight_decay=tc.weight_decay,
+        grad_clip=tc.grad_clip,
+    )
+    make_model = lambda: DualEncoder.create(encoder_config, spec, rngs=nnx.Rngs(tc.seed))  # noqa: E731
+    graphdef, state, shardings = create_state(make_model, optimizer, mesh, seed=tc.seed)
+    iterator = data.batches(batch_size=tc.batch_size, group_size=tc.group_size, seed=tc.seed)
+
+    ckpt = Checkpointer(workdir / "checkpoints", keep=tc.keep_checkpoints, best_metric="nDCG@10")
+    restored = ckpt.restore_latest(state)
+    if restored is None and resume is not None:
+        restored = Checkpointer(resume, keep=tc.keep_checkpoints).restore_latest(state)
+    if restored is not None:
+        state = restored.state
+        iterator.set_state(restored.data_state)
+        print(f"Resumed from checkpoint step {restored.step}.")
+    elif pretrained:
+        towers = {"query_encoder": hf.load_pretrained(mc.init, mlm_head=False)}
+        if not spec.tied:
+            towers["passage_encoder"] = hf.load_pretrained(mc.init, mlm_head=False)
+        params = state.params
+        for name, tower in towers.items():
+            params[name] = jax.device_put(nnx.state(tower), shardings.params[name])
+        state = TrainState(params, optimizer.init(params), state.step, state.key)
+
+    batch = sharding.shard_batch(next(iterator), mesh)
+    grad_fn = step_lib.make_grad_fn(
+        graphdef,
+        grad_accum=tc.grad_accum,
+        gradcache_chunk=tc.gradcache_chunk,
+        symmetric=tc.symmetric,
+    )
+    train_step = step_lib.make_train_step(
+        grad_fn, optimizer, state_shardings=shardings, mesh=mesh, example_batch=batch
+    )
+    config_dict = config_lib.to_dict(config)
+    logger = _Logger(workdir)
+    history: list[dict[str, float]] = []
+    scores: dict[str, float] = {}
+    start = int(state.step)
+    bar = tqdm(total=tc.steps, initial=start, desc="train", unit="step", disable=not progress)
+    tick, seen = time.perf_counter(), 0
+    try:
+        for step in range(start, tc.steps):
+            if step > start:
+                batch = sharding.shard_batch(next(iterator), mesh)
+            state, metrics = train_step(state, batch)
+            loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
+            seen += tc.batch_size
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                last = ckpt.steps()
+                raise NonFiniteLossError(
+                    f"Loss is {loss} (gradient norm {grad_norm}) at step {step + 1}. Last good checkpoint: "
+                    f"{f'step {last[-1]} in {ckpt.directory}' if last else 'none'}. Lower "
+                    "train.learning_rate or check the data for empty texts."
+                )
+            done = step + 1
+            record = {"loss": loss, "grad_norm": grad_norm}
+            if done % tc.log_every == 0 or done == tc.steps:
+                elapsed = time.perf_counter() - tick
+                record["examples_per_s"] = seen / elapsed
+                tick, seen = time.perf_counter(), 0
+            if done % tc.eval_every == 0 or done == tc.steps:
+                scores = validate(nnx.merge(graphdef, state.params), dev)
+                record |= {f"dev/{k}": v for k, v in scores.items()}
+            logger.write(done, record)
+            history.append({"step": done, **record})
+            bar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.3f}" for k, v in scores.items()})
+            bar.update()
+            if done % tc.checkpoint_every == 0 or done == tc.steps:
+                ckpt.save(
+                    done,
+                    state,
+                    data_state=iterator.get_state(),
+                    config=config_dict,
+                    metrics=scores if "dev/nDCG@10" in record else None,
+                )
+    finally:
+        bar.close()
+        ckpt.close()
+        logger.close()
+
+    model_dir = workdir / "model"
+    save_dual_encoder(nnx.merge(graphdef, state.params), model_dir, tokenizer=tokenizer)
+    for tower in ("query", "passage"):
+        if (model_dir / tower).exists():
+            contract = data_lib.tokenizer_contract(
+                tokenizer,
+                max_length=dc.max_query_length if tower == "query" else dc.max_passage_length,
+                query_prefix=mc.query_prefix,
+                document_prefix=mc.passage_prefix,
+            )
+            data_lib.save_tokenizer_contract(model_dir / tower, **dataclasses.asdict(contract))
+    return TrainResult(workdir, model_dir, beir, tc.steps, scores, history)
+
+
+def losses_by_step(workdir: str | pathlib.Path) -> dict[int, float]:
+    """``{step: loss}`` from ``workdir/metrics.jsonl`` (the last record of a step wins after a resume)."""
+    out = {}
+    for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        out[record["step"]] = record["loss"]
+    return out

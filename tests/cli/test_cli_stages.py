@@ -1,0 +1,127 @@
+"""The index / search / evaluate / export subcommands, run through ``jaxir.cli.main.main``."""
+
+import shutil
+
+import pytest
+
+from jaxir.cli.main import main
+from jaxir.data.records import load_qrels
+from jaxir.data.runs import read_trec_run
+from jaxir.data.synthetic import write_collection
+from jaxir.eval.evaluate import evaluate, format_table
+from tests.search.tiny import bert_tokenizer, save_tiny_dual_encoder
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory):
+    """A tiny BEIR collection, a saved tiny dual encoder and its corpus embeddings."""
+    root = tmp_path_factory.mktemp("stages")
+    tokenizer = bert_tokenizer(root / "vocab")
+    beir = write_collection(root / "beir", num_topics=8, num_train_queries=2, num_test_queries=6)
+    model = save_tiny_dual_encoder(root / "model", tokenizer)
+    encode = ["encode", "--model", str(model / "query"), "--data", str(beir)]
+    flags = ["--pooling", "mean", "--normalize", "--max-length", "32", "--out", str(root / "emb")]
+    assert main([*encode, *flags]) == 0
+    return root
+
+
+def test_index_reports_recall_and_build_time(stage, capsys):
+    assert main(["index", str(stage / "emb"), "--out", str(stage / "idx"), "--kind", "exact"]) == 0
+    out = capsys.readouterr().out
+    assert "exact searcher over 24 x 32 vectors" in out and "build + save:" in out
+    assert "recall@10 vs exact: 1.0000 (24 stored vectors as queries" in out
+    assert (stage / "idx" / "searcher.json").is_file()
+
+
+def test_index_scann_with_query_embeddings(stage, capsys):
+    pytest.importorskip("scann")
+    pytest.importorskip("jaxir.index.scann_index")
+    args = ["index", str(stage / "emb"), "--out", str(stage / "scann"), "--num-leaves", "2"]
+    assert main([*args, "-k", "5", "--queries-embeddings", str(stage / "emb")]) == 0
+    out = capsys.readouterr().out
+    assert "scann searcher over 24 x 32" in out and "recall@5 vs exact:" in out
+    assert "24 queries from" in out
+
+
+@pytest.fixture(scope="module")
+def bundle(stage):
+    """An exact-index bundle with the corpus, written by ``jaxir export``."""
+    out = stage / "bundle"
+    args = ["export", str(stage / "model"), "--embeddings", str(stage / "emb")]
+    corpus = str(stage / "beir" / "corpus.jsonl")
+    assert main([*args, "--out", str(out), "--index", "exact", "--corpus", corpus]) == 0
+    return out
+
+
+def batch_flags(stage, run):
+    qrels = stage / "beir" / "qrels" / "test.tsv"
+    return ["--queries", str(stage / "beir"), "--qrels", str(qrels), "--out", str(run), "-k", "20"]
+
+
+def test_search_a_bundle(stage, bundle, capsys):
+    assert (
+        main(["search", str(bundle), "who was born in a fishing village", "cats", "-k", "3"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("query: ") == 2 and out.count("\n    1  doc") == 2
+    lines = [line for line in out.splitlines() if line.startswith("    3  doc")]
+    assert len(lines) == 2 and all(len(line.split()) > 3 for line in lines)  # text shown
+
+    run = stage / "bundle.trec"
+    assert main(["search", str(bundle), *batch_flags(stage, run)]) == 0
+    assert "6 queries, top 20" in capsys.readouterr().out
+    assert sorted(read_trec_run(run)) == sorted(load_qrels(stage / "beir" / "qrels" / "test.tsv"))
+
+
+def test_search_from_parts_equals_bundle(stage, bundle, capsys):
+    assert main(["index", str(stage / "emb"), "--out", str(stage / "idx"), "--kind", "exact"]) == 0
+    parts = ["--model", str(stage / "model"), "--index", str(stage / "idx")]
+    parts += ["--embeddings", str(stage / "emb")]
+    assert main(["search", *parts, *batch_flags(stage, stage / "parts.trec")]) == 0
+    assert main(["search", str(bundle), *batch_flags(stage, stage / "b.trec")]) == 0
+    got, want = read_trec_run(stage / "parts.trec"), read_trec_run(stage / "b.trec")
+    assert {q: list(d) for q, d in got.items()} == {q: list(d) for q, d in want.items()}
+    capsys.readouterr()
+
+
+def test_export_from_a_train_workdir(stage, capsys):
+    work = stage / "work"
+    shutil.copytree(stage / "model", work / "model")
+    shutil.copytree(stage / "emb", work / "embeddings")
+    assert main(["export", str(work), "--out", str(stage / "b2"), "--index", "exact"]) == 0
+    out = capsys.readouterr().out
+    assert f"{work / 'model'} + {work / 'embeddings'}" in out
+    assert "24 documents, dim 32, exact index" in out
+    assert main(["export", str(stage / "model"), "--out", str(stage / "b3")]) == 1
+    assert "--embeddings is required" in capsys.readouterr().err
+
+
+def test_evaluate_prints_the_table(stage, capsys):
+    run = stage / "run.trec"
+    run.write_text("q0002 Q0 doc00001 1 2.0 t\nq0002 Q0 doc00002 2 1.0 t\n")
+    qrels = stage / "beir" / "qrels" / "test.tsv"
+    assert main(["evaluate", "--run", str(run), "--qrels", str(qrels)]) == 0
+    want = format_table({"run": evaluate(run, qrels, ["nDCG@10", "RR@10", "R@100", "AP"])})
+    assert capsys.readouterr().out == want + "\n"
+    args = ["evaluate", "--run", str(run), "--qrels", str(qrels), "--metrics", "P@5,nDCG@3"]
+    assert main([*args, "--json", str(stage / "m.json")]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split() == ["system", "P@5", "nDCG@3"]
+    assert main(["evaluate", "--run", str(run), "--qrels", str(qrels), "--metrics", "bogus"]) == 1
+    assert "'bogus' is not an ir_measures measure" in capsys.readouterr().err
+
+
+def test_search_usage_errors(stage, bundle, capsys):
+    assert main(["search", "--queries", str(stage / "beir"), "--out", str(stage / "x.trec")]) == 1
+    assert "--model, --index, --embeddings are needed" in capsys.readouterr().err
+    assert main(["search", str(stage / "nope"), "query"]) == 1
+    assert "nope: no such bundle directory" in capsys.readouterr().err
+    assert main(["search", str(stage / "bundle")]) == 1
+    assert "give query texts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["index", "search", "evaluate", "export"])
+def test_help_explains_inputs_outputs_and_example(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert "Example" in text and "usage: jaxir " + command in text

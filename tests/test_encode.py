@@ -1,0 +1,286 @@
+"""TextEncoder, the embedding store (write / resume / read) and the ``jaxir encode`` CLI."""
+
+import json
+import os
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxir import sharding
+from jaxir.cli.main import main
+from jaxir.data.records import Document, Query, iter_corpus, write_corpus, write_queries
+from jaxir.encode import (
+    MANIFEST,
+    TextEncoder,
+    encode_corpus,
+    load_embeddings,
+    load_encoder,
+)
+from jaxir.models import hf
+from jaxir.models.bert import PRESETS, Model
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DATA = pathlib.Path(os.environ.get("JAXIR_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+WORDS = [
+    "cats",
+    "dogs",
+    "purr",
+    "bark",
+    "fish",
+    "swim",
+    "birds",
+    "fly",
+    "protein",
+    "gene",
+    "cell",
+    "virus",
+    "dense",
+    "sparse",
+]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+BATCH, MAX_LENGTH = 4, 16  # one batch shape across tests: programs compile once
+
+
+def make_docs(n: int, seed: int = 0) -> list[Document]:
+    rng = np.random.default_rng(seed)
+    return [
+        Document(
+            f"d{i}",
+            " ".join(rng.choice(WORDS, size=int(rng.integers(1, 20)))),
+            title=WORDS[i % len(WORDS)] if i % 2 else "",
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> pathlib.Path:
+    """A tiny random BERT (with MLM head) and a small WordPiece vocabulary."""
+    path = tmp_path_factory.mktemp("tiny-encoder")
+    hf.save_pretrained(Model(PRESETS["tiny"], rngs=nnx.Rngs(0)), path)
+    (path / "vocab.txt").write_text("\n".join(SPECIALS + WORDS) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def encoder(model_dir) -> TextEncoder:
+    return load_encoder(model_dir, pooling="mean", max_length=MAX_LENGTH)
+
+
+def test_encode_restores_order_and_ignores_batch_composition(encoder):
+    texts = [d.full_text for d in make_docs(9)]
+    together = encoder.encode(texts, batch_size=BATCH)
+    alone = np.concatenate([encoder.encode([t], batch_size=BATCH) for t in texts])
+    assert together.shape == (9, 32) and together.dtype == np.float32
+    np.testing.assert_allclose(together, alone, atol=1e-5, rtol=0)
+    assert encoder.encode([], batch_size=BATCH).shape == (0, 32)
+
+
+def test_encode_on_a_mesh_matches_one_device(model_dir, encoder):
+    texts = [d.full_text for d in make_docs(5)]
+    mesh = sharding.make_mesh(data=-1, fsdp=2, tensor=1)
+    sharded = load_encoder(model_dir, pooling="mean", max_length=MAX_LENGTH, mesh=mesh)
+    got = sharded.encode(texts, batch_size=3)  # rounded up to a multiple of data*fsdp
+    np.testing.assert_allclose(got, encoder.encode(texts, batch_size=BATCH), atol=1e-5, rtol=0)
+    assert (
+        jax.device_count() == 1
+        or len(sharded.model.layers[0].mlp.up.kernel.sharding.device_set) > 1
+    )
+
+
+def test_bad_settings_are_named(model_dir, encoder):
+    with pytest.raises(ValueError, match=r"max_length=100 is out of range.*64 position"):
+        encoder.encode(["cats"], max_length=100)
+    with pytest.raises(ValueError, match="pooling='sum'"):
+        load_encoder(model_dir, pooling="sum", max_length=MAX_LENGTH)
+    with pytest.raises(TypeError, match="not one string"):
+        encoder.encode("cats")
+
+
+def test_store_round_trip(encoder, tmp_path):
+    docs = make_docs(7)
+    store = encode_corpus(encoder, docs, tmp_path, shard_size=3, batch_size=BATCH, progress=False)
+    want = encoder.encode([d.full_text for d in docs], batch_size=BATCH)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert manifest["format"] == "jaxir-embeddings" and manifest["version"] == 1
+    assert (manifest["dim"], manifest["count"], manifest["dtype"]) == (32, 7, "float32")
+    assert [s["count"] for s in manifest["shards"]] == [3, 3, 1]
+    assert manifest["encoder"] == {
+        "pooling": "mean",
+        "normalize": False,
+        "max_length": MAX_LENGTH,
+        "prefix": "",
+        "dtype": "float32",
+    }
+    for mmap in (True, False):
+        loaded = load_embeddings(tmp_path, mmap=mmap)
+        assert loaded.ids == [d.id for d in docs] == store.ids
+        np.testing.assert_array_equal(loaded.vectors, want)
+        assert isinstance(loaded.shards[0], np.memmap) == mmap
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_store_accepts_id_text_tuples_and_queries(encoder, tmp_path):
+    store = encode_corpus(
+        encoder, [Query("q1", "cats purr"), ("q2", "dogs")], tmp_path, progress=False
+    )
+    assert store.ids == ["q1", "q2"] and len(store) == 2
+    np.testing.assert_array_equal(store.vectors, encoder.encode(["cats purr", "dogs"]))
+
+
+def interrupted(docs, after: int):
+    """Yields ``after`` documents, then fails like a killed job."""
+    for i, doc in enumerate(docs):
+        if i == after:
+            raise RuntimeError("simulated interruption")
+        yield doc
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(encoder, tmp_path):
+    docs = make_docs(11)
+    kwargs = dict(shard_size=4, batch_size=BATCH, progress=False)
+    reference = encode_corpus(encoder, docs, tmp_path / "ref", **kwargs)
+
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated"):
+        encode_corpus(encoder, interrupted(docs, 6), out, **kwargs)
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert (manifest["complete"], manifest["count"], len(manifest["shards"])) == (False, 4, 1)
+    with pytest.raises(ValueError, match=r"incomplete.*resume"):
+        load_embeddings(out)
+    first_shard = (out / "vectors-00000.npy").stat().st_mtime_ns
+
+    resumed = encode_corpus(encoder, docs, out, **kwargs)
+    assert (out / "vectors-00000.npy").stat().st_mtime_ns == first_shard  # kept, not redone
+    assert resumed.ids == reference.ids
+    np.testing.assert_array_equal(resumed.vectors, reference.vectors)
+    assert resumed.manifest["shards"] == reference.manifest["shards"]
+    # Resuming a finished store encodes nothing and returns it unchanged.
+    again = encode_corpus(encoder, docs, out, **kwargs)
+    np.testing.assert_array_equal(again.vectors, reference.vectors)
+
+
+def test_resume_refuses_changed_input_or_settings(model_dir, encoder, tmp_path):
+    docs = make_docs(6)
+    with pytest.raises(RuntimeError):
+        encode_corpus(encoder, interrupted(docs, 5), tmp_path, shard_size=2, progress=False)
+    changed = [Document("other", "cats"), *docs[1:]]
+    with pytest.raises(ValueError, match=r"ids-00000.txt:1: stored id 'd0'.*'other'"):
+        encode_corpus(encoder, changed, tmp_path, shard_size=2, progress=False)
+    with pytest.raises(ValueError, match="more documents than the input"):
+        encode_corpus(encoder, docs[:3], tmp_path, shard_size=2, progress=False)
+    cls = load_encoder(model_dir, pooling="cls", max_length=MAX_LENGTH)
+    with pytest.raises(ValueError, match=r"encoded with .*'pooling': 'mean'.*--no-resume"):
+        encode_corpus(cls, docs, tmp_path, shard_size=2, progress=False)
+    # resume=False starts over with the new settings and leaves no stale shard behind.
+    store = encode_corpus(
+        cls, docs[:3], tmp_path, shard_size=10, batch_size=BATCH, resume=False, progress=False
+    )
+    assert store.manifest["encoder"]["pooling"] == "cls" and len(store) == 3
+    assert sorted(p.name for p in tmp_path.glob("vectors-*")) == ["vectors-00000.npy"]
+
+
+def test_bad_documents_are_named(encoder, tmp_path):
+    with pytest.raises(ValueError, match=r"document #1: id 'a\\nb'.*line breaks"):
+        encode_corpus(encoder, [("ok", "cats"), ("a\nb", "dogs")], tmp_path, progress=False)
+    with pytest.raises(TypeError, match="document #0: expected a Document"):
+        encode_corpus(encoder, ["just text"], tmp_path, resume=False, progress=False)
+    with pytest.raises(ValueError, match="documents is empty"):
+        encode_corpus(encoder, [], tmp_path, resume=False, progress=False)
+
+
+def test_load_embeddings_errors(encoder, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"manifest.json: no embedding manifest"):
+        load_embeddings(tmp_path)
+    encode_corpus(encoder, make_docs(5), tmp_path, shard_size=2, batch_size=BATCH, progress=False)
+    manifest_file = tmp_path / MANIFEST
+    manifest = json.loads(manifest_file.read_text())
+
+    manifest_file.write_text(json.dumps({**manifest, "count": 6}))
+    with pytest.raises(ValueError, match='field "count" is 6 but its shards hold 5'):
+        load_embeddings(tmp_path)
+    bad_shard = dict(manifest["shards"][0], count=3)
+    manifest_file.write_text(
+        json.dumps({**manifest, "shards": [bad_shard, *manifest["shards"][1:]]})
+    )
+    with pytest.raises(ValueError, match=r"vectors-00000.npy: holds float32 \(2, 32\).*\(3, 32\)"):
+        load_embeddings(tmp_path)
+    manifest_file.write_text(json.dumps(manifest))
+    (tmp_path / "ids-00001.txt").write_text("d2\n")
+    with pytest.raises(ValueError, match=r"ids-00001.txt: has 1 ids.*expects 2"):
+        load_embeddings(tmp_path)
+    (tmp_path / "ids-00001.txt").write_text("d2\nd3\n")
+    (tmp_path / "vectors-00002.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"vectors-00002.npy: vector shard 2 .* missing"):
+        load_embeddings(tmp_path)
+    manifest_file.write_text(json.dumps({**manifest, "format": "other"}))
+    with pytest.raises(ValueError, match='"format" must be "jaxir-embeddings"'):
+        load_embeddings(tmp_path)
+
+
+def test_cli_encodes_a_beir_directory(model_dir, encoder, tmp_path, capsys):
+    docs = make_docs(6)
+    write_corpus(docs, tmp_path / "beir" / "corpus.jsonl")
+    write_queries(
+        [Query("q1", "cats purr"), Query("q2", "dogs bark")], tmp_path / "beir" / "queries.jsonl"
+    )
+    common = ["--model", str(model_dir), "--data", str(tmp_path / "beir"), "--max-length", "16"]
+
+    assert main(["encode", *common, "--out", str(tmp_path / "emb"), "--shard-size", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 corpus texts" in printed and "dim 32, 2 shard(s)" in printed and "docs/s" in printed
+    store = load_embeddings(tmp_path / "emb")
+    assert store.ids == [d.id for d in docs]
+    np.testing.assert_allclose(
+        store.vectors, encoder.encode([d.full_text for d in docs]), atol=1e-5, rtol=0
+    )
+
+    args = ["--what", "queries", "--out", str(tmp_path / "q"), "--pooling", "cls", "--normalize"]
+    assert main(["encode", *common, *args]) == 0
+    queries = load_embeddings(tmp_path / "q")
+    assert queries.ids == ["q1", "q2"] and queries.manifest["encoder"]["pooling"] == "cls"
+    np.testing.assert_allclose(np.linalg.norm(queries.vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_cli_reports_errors_without_traceback(model_dir, tmp_path, capsys):
+    missing = ["encode", "--model", str(tmp_path / "nope"), "--data", str(tmp_path)]
+    assert main([*missing, "--out", str(tmp_path / "emb")]) == 1
+    assert "nope/config.json: not found" in capsys.readouterr().err
+    bad = ["encode", "--model", str(model_dir), "--data", str(tmp_path), "--max-length", "999"]
+    assert main([*bad, "--out", str(tmp_path / "emb")]) == 1
+    assert "max_length=999 is out of range" in capsys.readouterr().err
+
+
+def test_cli_help_describes_format_and_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["encode", "--help"])
+    text = capsys.readouterr().out
+    assert "manifest.json" in text and "Example:" in text and "--no-resume" in text
+
+
+def test_cli_on_scifact_with_real_vocabulary(tmp_path):
+    """First 200 scifact documents through a tiny random BERT with the bert-base vocabulary."""
+    corpus, vocab = DATA / "scifact", DATA / "vocab" / "bert-base-uncased" / "vocab.txt"
+    if not (corpus.is_dir() and vocab.is_file()):
+        pytest.skip(f"shared data not found under {DATA} (set JAXIR_SHARED_DATA)")
+    transformers = pytest.importorskip("transformers")
+    model = tmp_path / "model"
+    config = PRESETS["tiny"].replace(vocab_size=30522, max_positions=512, mlm_head=False)
+    hf.save_pretrained(Model(config, rngs=nnx.Rngs(0)), model)
+    shutil.copy(vocab, model / "vocab.txt")
+    tokenizer = transformers.BertTokenizerFast.from_pretrained(model)
+    tokenizer.save_pretrained(model)
+    assert len(tokenizer) == 30522
+
+    docs = [doc for doc, _ in zip(iter_corpus(corpus), range(200))]
+    write_corpus(docs, tmp_path / "scifact" / "corpus.jsonl")
+    args = ["encode", "--model", str(model), "--data", str(tmp_path / "scifact")]
+    assert main([*args, "--out", str(tmp_path / "emb"), "--max-length", "128"]) == 0
+    store = load_embeddings(tmp_path / "emb")
+    assert store.ids == [d.id for d in docs] and store.vectors.shape == (200, 32)
+    assert np.isfinite(store.vectors).all()

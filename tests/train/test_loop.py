@@ -1,0 +1,77 @@
+"""The training run: exact resume after SIGKILL, corrupted checkpoints, non-finite loss."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax.numpy as jnp
+import pytest
+
+from jaxir.config import load_config, override
+from jaxir.train.checkpoint import Checkpointer
+from jaxir.train.loop import NonFiniteLossError, losses_by_step, train
+
+ROOT = pathlib.Path(__file__).parents[2]
+CONFIG = ROOT / "configs" / "dense_tiny.py"
+STEPS = 12
+
+
+def _launch(workdir: pathlib.Path) -> subprocess.Popen:
+    code = (
+        "import sys; from jaxir.config import load_config; from jaxir.train.loop import train; "
+        f"train(load_config({str(CONFIG)!r}, '{STEPS}'), sys.argv[1], progress=False)"
+    )
+    env = os.environ | {"JAX_COMPILATION_CACHE_DIR": str(ROOT / ".jax_cache")}
+    return subprocess.Popen([sys.executable, "-c", code, str(workdir)], env=env, cwd=ROOT)
+
+
+def _logged_steps(workdir: pathlib.Path) -> int:
+    try:
+        return max(losses_by_step(workdir), default=0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def test_sigkill_and_resume_reproduces_uninterrupted_losses(tmp_path):
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    proc = _launch(reference)
+    victim = _launch(interrupted)
+    deadline = time.time() + 400
+    while _logged_steps(interrupted) < 7 and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert victim.poll() is None, "run finished before it could be killed; raise STEPS"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = _logged_steps(interrupted)
+    assert killed_at < STEPS
+    resumed = _launch(interrupted)
+    assert resumed.wait(timeout=400) == 0
+    assert proc.wait(timeout=400) == 0
+
+    want, got = losses_by_step(reference), losses_by_step(interrupted)
+    assert sorted(got) == list(range(1, STEPS + 1))
+    assert got == want  # bit-identical floats for every step, including those after the kill
+    assert (interrupted / "model" / "query" / "model.safetensors").exists()
+
+
+def test_corrupted_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
+    ckpt = Checkpointer(tmp_path, keep=3, async_save=False)
+    for step in (1, 2):
+        ckpt.save(step, {"w": jnp.full(4, float(step))}, data_state={"i": step}, config={})
+    ckpt.wait()
+    for file in (tmp_path / "2" / "state").rglob("*"):
+        if file.is_file():
+            file.write_bytes(b"\0garbage")
+    restored = Checkpointer(tmp_path, keep=3).restore_latest({"w": jnp.zeros(4)})
+    assert restored.step == 1 and restored.data_state == {"i": 1}
+    assert float(restored.state["w"][0]) == 1.0
+    assert "falling back" in caplog.text and str(tmp_path) in caplog.text
+
+
+def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path):
+    config = override(load_config(CONFIG), ["model.temperature=1e-38", "train.steps=3"])
+    with pytest.raises(NonFiniteLossError, match=r"at step 1\. Last good checkpoint: none"):
+        train(config, tmp_path, progress=False)

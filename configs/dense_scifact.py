@@ -1,0 +1,42 @@
+"""Dense dual encoder on BEIR SciFact, trained from scratch on CPU in about 10 minutes.
+
+Data comes from ``../shared/data/scifact`` (override with ``--set data.path=DIR``):
+train qrels with BM25 hard negatives for training, a held-out slice of the training
+queries for validation, the test qrels for the final numbers. The model is the
+2-layer, 256-wide ``small`` preset over a WordPiece vocabulary built from the corpus.
+
+``arg`` (``configs/dense_scifact.py:STEPS``) sets the number of steps.
+"""
+
+import pathlib
+
+from jaxir.config import DataConfig, DenseRunConfig, IndexConfig, ModelConfig, TrainConfig
+
+SCIFACT = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
+
+
+def get_config(arg: str | None = None) -> DenseRunConfig:
+    """SciFact run; ``arg`` is the number of training steps (default 1000)."""
+    return DenseRunConfig(
+        name="dense_scifact",
+        data=DataConfig(
+            path=str(SCIFACT),
+            max_query_length=48,
+            max_passage_length=192,
+            negatives="bm25",
+            bm25_rank_window=(3, 30),
+            validation_queries=80,
+            validation_corpus=5183,
+        ),
+        model=ModelConfig(init="small", pooling="mean", normalize=True, temperature=0.05),
+        train=TrainConfig(
+            steps=int(arg) if arg else 1000,
+            batch_size=32,
+            group_size=2,
+            learning_rate=5e-4,
+            warmup_steps=100,
+            eval_every=250,
+            checkpoint_every=250,
+        ),
+        index=IndexConfig(kind="scann", k=100),
+    )

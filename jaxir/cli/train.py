@@ -1,0 +1,55 @@
+"""Train a dense dual encoder from a config file; rerunning the same command resumes exactly.
+
+The config is a Python file defining get_config(arg) (see configs/). Any field can be
+overridden with --set section.field=value (an unknown key fails with the closest
+valid names). Everything a run needs to continue -- params, optimizer state, step,
+RNG, data position, config -- is checkpointed under WORKDIR/checkpoints, so after a
+crash or preemption the identical command continues where it stopped.
+
+Outputs in WORKDIR: metrics.jsonl, tensorboard/, checkpoints/, groups.jsonl (training
+groups with BM25 hard negatives), model/ (Hugging Face towers + dual_encoder.json).
+
+Example:
+  jaxir train --config configs/dense_scifact.py --workdir runs/d1
+  jaxir train --config configs/dense_tiny.py --workdir runs/t --set train.steps=50 --set model.pooling=cls
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+HELP = "train a dense dual encoder (resumes from WORKDIR if it has checkpoints)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``jaxir train``."""
+    parser.add_argument("--config", required=True, help="config file (path.py or path.py:arg)")
+    parser.add_argument("--workdir", required=True, type=pathlib.Path, help="output directory")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.steps=100 (repeatable)",
+    )
+    parser.add_argument(
+        "--resume",
+        type=pathlib.Path,
+        help="another run's checkpoints/ directory to start from when WORKDIR has none",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Loads the config, applies overrides, trains, prints where the model is."""
+    from jaxir.config import load_config, override
+    from jaxir.eval.evaluate import format_table
+    from jaxir.train.loop import train
+
+    config = override(load_config(args.config), args.set)
+    result = train(config, args.workdir, resume=args.resume, progress=not args.no_progress)
+    if result.validation:
+        print(format_table({f"dev ({config.data.train_split} hold-out)": result.validation}))
+    print(f"Model: {result.model_dir}")
+    return 0

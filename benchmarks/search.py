@@ -286,7 +286,7 @@ def main() -> None:
         {
             "name": "scann_wrapper_vs_raw",
             "unit": "QPS",
-            "jaxir": scann_qps,
+            "jaxir": wrapped_qps,
             "peer": "raw ScaNN",
             "peer_value": raw_qps,
         },

@@ -36,6 +36,7 @@ class DataConfig:
     """
 
     path: str | None = None
+    groups: str | None = None  # training-group JSONL to train on instead of train qrels + negatives
     train_split: str = "train"
     eval_split: str = "test"
     max_query_length: int = 32
@@ -81,6 +82,7 @@ class TrainConfig:
     eval_every: int = 100
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
+    max_seconds: float = 0.0  # > 0: stop (and save) once training has run this long
 
 
 @dataclasses.dataclass(frozen=True)

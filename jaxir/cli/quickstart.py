@@ -44,9 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Builds the config and runs :func:`jaxir.quickstart.quickstart`."""
+    """Builds the config and runs :func:`jaxir.pipeline.quickstart`."""
     from jaxir.config import DenseRunConfig, load_config, override
-    from jaxir.quickstart import quickstart
+    from jaxir.pipeline import quickstart
 
     config = load_config(args.config) if args.config else DenseRunConfig(name="quickstart")
     if args.data:

@@ -117,6 +117,8 @@ def _split_dev(qrels: Mapping[str, Any], size: int, seed: int) -> tuple[dict, di
 
 
 def _groups(config, workdir, queries, corpus, qrels) -> list[data_lib.TrainGroup]:
+    if config.data.groups:
+        return data_lib.read_groups(config.data.groups, corpus=corpus, queries=queries)
     cache = workdir / "groups.jsonl"
     if cache.exists():
         return data_lib.read_groups(cache)
@@ -275,6 +277,7 @@ def train(
     start = int(state.step)
     bar = tqdm(total=tc.steps, initial=start, desc="train", unit="step", disable=not progress)
     tick, seen = time.perf_counter(), 0
+    began = time.perf_counter()
     try:
         for step in range(start, tc.steps):
             if step > start:
@@ -290,19 +293,21 @@ def train(
                     "train.learning_rate or check the data for empty texts."
                 )
             done = step + 1
+            out_of_time = tc.max_seconds > 0 and time.perf_counter() - began > tc.max_seconds
+            last_step = done == tc.steps or out_of_time
             record = {"loss": loss, "grad_norm": grad_norm}
-            if done % tc.log_every == 0 or done == tc.steps:
+            if done % tc.log_every == 0 or last_step:
                 elapsed = time.perf_counter() - tick
                 record["examples_per_s"] = seen / elapsed
                 tick, seen = time.perf_counter(), 0
-            if done % tc.eval_every == 0 or done == tc.steps:
+            if done % tc.eval_every == 0 or last_step:
                 scores = validate(nnx.merge(graphdef, state.params), dev)
                 record |= {f"dev/{k}": v for k, v in scores.items()}
             logger.write(done, record)
             history.append({"step": done, **record})
             bar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.3f}" for k, v in scores.items()})
             bar.update()
-            if done % tc.checkpoint_every == 0 or done == tc.steps:
+            if done % tc.checkpoint_every == 0 or last_step:
                 ckpt.save(
                     done,
                     state,
@@ -310,6 +315,9 @@ def train(
                     config=config_dict,
                     metrics=scores if "dev/nDCG@10" in record else None,
                 )
+            if out_of_time:
+                print(f"Time budget of {tc.max_seconds:.0f}s reached after {done} steps.")
+                break
     finally:
         bar.close()
         ckpt.close()
@@ -326,7 +334,7 @@ def train(
                 document_prefix=mc.passage_prefix,
             )
             data_lib.save_tokenizer_contract(model_dir / tower, **dataclasses.asdict(contract))
-    return TrainResult(workdir, model_dir, beir, tc.steps, scores, history)
+    return TrainResult(workdir, model_dir, beir, int(state.step), scores, history)
 
 
 def losses_by_step(workdir: str | pathlib.Path) -> dict[int, float]:

@@ -8,7 +8,7 @@ encoder on the test split.
 Example (tiny settings, about a minute on CPU)::
 
     from jaxir.config import load_config
-    from jaxir.quickstart import quickstart
+    from jaxir.pipeline import quickstart
     result = quickstart(load_config("configs/dense_tiny.py"), "runs/qs")
     print(result.table)
 """

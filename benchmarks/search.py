@@ -14,8 +14,8 @@ Methods:
     ``search_batched_parallel``;
   * faiss HNSW    -- ``IndexHNSWFlat`` (M=32, efConstruction=128, efSearch=64, inner product).
 
-Timings are the best of ``--repeats`` passes over all queries, passes of competing
-methods interleaved so machine load hits both alike. Run::
+Timings are the median of ``--repeats`` passes over all queries (at least 10 for
+ScaNN), passes of competing methods interleaved so machine load hits both alike. Run::
 
     python benchmarks/search.py            # 1M x 128 (several minutes)
     python benchmarks/search.py --quick    # 100k x 128 (about a minute)
@@ -124,14 +124,18 @@ def timed(fn):
     return time.perf_counter() - start, result
 
 
-def best_interleaved(fns: dict, repeats: int) -> tuple[dict, dict]:
-    """Best wall time of each function over ``repeats`` interleaved passes, and its last result."""
-    best, results = dict.fromkeys(fns, float("inf")), {}
+def median_interleaved(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Median wall time of each function over ``repeats`` interleaved passes, and its last result.
+
+    Interleaving and the median keep load spikes on a shared machine from favouring
+    whichever method happened to run during a quiet moment.
+    """
+    times, results = {name: [] for name in fns}, {}
     for _ in range(repeats):
         for name, fn in fns.items():
             seconds, results[name] = timed(fn)
-            best[name] = min(best[name], seconds)
-    return best, results
+            times[name].append(seconds)
+    return {name: float(np.median(t)) for name, t in times.items()}, results
 
 
 def blas_report() -> str:
@@ -175,7 +179,7 @@ def main() -> None:
     # --- exact: jaxir on device vs NumPy ---------------------------------------------
     build_s, exact = timed(lambda: ExactSearcher(docs_nd))
     compile_s, _ = timed(lambda: exact.search(queries_qd, k))
-    best, results = best_interleaved(
+    best, results = median_interleaved(
         {
             "numpy": lambda: numpy_exact(queries_qd, docs_nd, k),
             "jaxir": lambda: exact.search(queries_qd, k),
@@ -237,7 +241,7 @@ def main() -> None:
     }
     for fn in fns.values():
         fn()
-    best, results = best_interleaved(fns, max(args.repeats, 5))
+    best, results = median_interleaved(fns, max(args.repeats, 10))
     scann_recall = recall_against(exact_idx, results["jaxir"][1])
     raw_recall = recall_against(exact_idx, results["raw"][0].astype(np.int64))
     scann_qps, wrapped_qps, raw_qps = (
@@ -257,7 +261,7 @@ def main() -> None:
         index.hnsw.efConstruction = 128
         hnsw_build_s, _ = timed(lambda: index.add(docs_nd[:hnsw_n]))
         index.hnsw.efSearch = 64
-        best, results = best_interleaved(
+        best, results = median_interleaved(
             {"hnsw": lambda: index.search(queries_qd, k)}, args.repeats
         )
         if hnsw_n == n:

@@ -16,9 +16,14 @@ other processes hits both alike) and the median is reported. Both use every core
 (``torch.get_num_threads()`` and the XLA CPU thread pool); the script prints both, and
 the load average, because the figures are only meaningful on a quiet machine.
 
+``--gemm`` also times the model's GEMM shapes alone under XLA:CPU's default dot
+backend (YNNPACK), under the Eigen dot emitter jaxir's encoder selects on CPU
+(:data:`jaxir.xla.CPU_COMPILER_OPTIONS`), and under PyTorch, the evidence for that choice.
+
 Usage:
     python benchmarks/encode_throughput.py            # full run (a few minutes on 2 cores)
     python benchmarks/encode_throughput.py --quick    # about a minute
+    python benchmarks/encode_throughput.py --gemm --shapes minilm   # + GEMM backends
 
 The last lines are ``RESULT {json}`` (DESIGN principle 8).
 """
@@ -43,6 +48,7 @@ from tokenizers import Tokenizer, models
 
 from jaxir.encode import TextEncoder
 from jaxir.models import hf
+from jaxir.xla import CPU_COMPILER_OPTIONS
 
 SHAPES = {
     "minilm": (
@@ -119,6 +125,40 @@ def bench_shape(key: str, *, batch: int, length: int, iters: int, warmup: int) -
     }
 
 
+def bench_gemms(*, tokens: int, iters: int) -> None:
+    """GFLOP/s of the encoder's f32 GEMM shapes: XLA default (YNNPACK) vs Eigen vs PyTorch."""
+    shapes = [(tokens, 384, 1536), (tokens, 1536, 384), (tokens, 768, 3072), (tokens, 768, 768)]
+    default = jax.jit(lambda a, b: a @ b)
+    eigen = jax.jit(lambda a, b: a @ b, compiler_options=CPU_COMPILER_OPTIONS)
+    print(f"\nGEMM [M, K] x [K, N], M = {tokens} tokens, best of {iters} (GFLOP/s)")
+    print(f"{'M x K x N':<18}{'XLA default':>12}{'XLA Eigen':>11}{'PyTorch':>9}")
+    rng = np.random.default_rng(0)
+    for m, k, n in shapes:
+        a, b = rng.random((m, k), np.float32), rng.random((k, n), np.float32)
+        ja, jb, ta, tb = (
+            jax.numpy.asarray(a),
+            jax.numpy.asarray(b),
+            torch.from_numpy(a),
+            torch.from_numpy(b),
+        )
+        fns = {
+            "default": lambda ja=ja, jb=jb: default(ja, jb).block_until_ready(),
+            "eigen": lambda ja=ja, jb=jb: eigen(ja, jb).block_until_ready(),
+            "torch": lambda ta=ta, tb=tb: ta @ tb,
+        }
+        best = dict.fromkeys(fns, float("inf"))
+        for fn in fns.values():
+            fn()
+        for _ in range(iters):
+            for name, fn in fns.items():
+                best[name] = min(best[name], timed(fn))
+        gflop = 2 * m * k * n / 1e9
+        print(
+            f"{f'{m}x{k}x{n}':<18}{gflop / best['default']:>12.0f}{gflop / best['eigen']:>11.0f}"
+            f"{gflop / best['torch']:>9.0f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations (~1 minute)")
@@ -126,6 +166,9 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--iters", type=int, default=None, help="timed iterations per side")
     parser.add_argument("--shapes", default="minilm,bertbase", help="comma-separated subset")
+    parser.add_argument(
+        "--gemm", action="store_true", help="also time GEMMs under each XLA:CPU dot backend"
+    )
     args = parser.parse_args()
     iters = args.iters or (3 if args.quick else 10)
     warmup = 1 if args.quick else 2
@@ -138,6 +181,8 @@ def main() -> None:
         f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}"
     )
     print(f"batch {args.batch} x {args.length} tokens, float32, {iters} timed iterations (median)")
+    if args.gemm:
+        bench_gemms(tokens=args.batch * args.length, iters=iters)
     rows = [
         bench_shape(key, batch=args.batch, length=args.length, iters=iters, warmup=warmup)
         for key in args.shapes.split(",")

@@ -4,7 +4,8 @@
 sorted by token length (longest first) and cut into batches of ``batch_size`` rows, each
 padded to a length bucket (:data:`jaxir.data.tokenizer.DEFAULT_BUCKETS`, capped at
 ``max_length``) and, on its last batch, with empty rows. Every batch runs through one
-module-level ``jax.jit`` function ``(graphdef, state, ids, mask) -> pooled [B, D]``, so
+module-level ``jax.jit`` function ``(graphdef, state, ids, mask) -> pooled [B, D]``
+(on CPU compiled with :data:`jaxir.xla.CPU_COMPILER_OPTIONS`), so
 an :meth:`TextEncoder.encode` call compiles at most
 ``len(length_buckets(buckets, max_length))`` programs (5 for ``max_length=512``) per
 batch size, pooling and normalization, and later calls reuse them. Vectors come back
@@ -74,7 +75,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxir import sharding
+from jaxir import sharding, xla
 from jaxir.data.records import Document, Query
 from jaxir.data.tokenizer import DEFAULT_BUCKETS, load_tokenizer, tokenize_texts_sorted
 from jaxir.layers.pooling import POOLINGS, pool
@@ -99,8 +100,7 @@ MANIFEST = "manifest.json"
 _NORM_EPS = 1e-12
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("pooling", "normalize"))
-def _embed(
+def _embed_fn(
     graphdef: nnx.GraphDef,
     state: nnx.State,
     ids_bl: jax.Array,
@@ -111,9 +111,9 @@ def _embed(
 ) -> jax.Array:
     """Pooled (optionally L2-normalized) float32 vectors ``[B, H]`` for ids/mask ``[B, L]``.
 
-    One program per (model graph, batch shape, pooling, normalize); the parameters are
-    arguments, not constants, so a model update does not recompile and compiling a
-    BERT-base forward does not embed 440 MB of constants in the program.
+    Jitted once per backend below: one program per (model graph, batch shape, pooling,
+    normalize). The parameters are arguments, not constants, so a model update does not
+    recompile and a BERT-base program does not embed 440 MB of constants.
     """
     model = nnx.merge(graphdef, state)
     vec_bh = pool(model(ids_bl, mask_bl), mask_bl, pooling)
@@ -121,6 +121,9 @@ def _embed(
         norm_b1 = jnp.linalg.norm(vec_bh, axis=-1, keepdims=True)
         vec_bh = vec_bh / jnp.maximum(norm_b1, _NORM_EPS)
     return vec_bh
+
+
+_embed = xla.jit(_embed_fn, static_argnums=(0,), static_argnames=("pooling", "normalize"))
 
 
 class TextEncoder:

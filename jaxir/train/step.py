@@ -28,7 +28,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxir import sharding
+from jaxir import sharding, xla
 from jaxir.losses.contrastive import in_batch_softmax
 from jaxir.train.state import TrainState
 
@@ -162,7 +162,7 @@ def make_train_step(
         return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(
+    return xla.jit(
         step,
         in_shardings=(state_shardings, batch_shardings(mesh, example_batch)),
         out_shardings=(state_shardings, replicated),

@@ -42,7 +42,7 @@ from jaxir.data.records import (
     PathLike,
     Qrels,
     Query,
-    iter_lines,
+    iter_json_objects,
     open_text,
 )
 
@@ -215,20 +215,8 @@ def iter_groups(
     """
     path = pathlib.Path(path)
     seen_any = False
-    for number, text in iter_lines(path):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(
-                path,
-                f"not valid JSON ({e.msg} at column {e.colno}); each line must be one group "
-                'object such as {"query": "...", "positives": ["..."], "negatives": []}',
-                line=number,
-            ) from None
-        if not isinstance(obj, dict):
-            raise DataError(path, "expected a JSON object for each group", line=number)
+    example = '{"query": "...", "positives": ["..."], "negatives": []}'
+    for number, obj in iter_json_objects(path, example):
         seen_any = True
         yield _parse_group(_Line(path, number, obj), corpus, queries)
     if not seen_any:

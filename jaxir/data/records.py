@@ -261,8 +261,16 @@ def _resolve(path: PathLike, stem: str) -> pathlib.Path:
 # --------------------------------------------------------------------------- JSONL records
 
 
-def _iter_objects(path: pathlib.Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line, object)`` for each non-blank line; DataError for bad JSON or non-objects."""
+_RECORD_EXAMPLE = '{"_id": "1", "text": "..."}'
+
+
+def iter_json_objects(
+    path: pathlib.Path, example: str = _RECORD_EXAMPLE
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line, object)`` for each non-blank JSONL line; DataError for bad JSON or non-objects.
+
+    ``example`` is the object shown in error messages (what a line should look like).
+    """
     for number, text in iter_lines(path):
         if not text.strip():
             continue
@@ -272,14 +280,14 @@ def _iter_objects(path: pathlib.Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise DataError(
                 path,
                 f"not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON "
-                'object such as {"_id": "1", "text": "..."}',
+                f"object such as {example}",
                 line=number,
             ) from None
         if not isinstance(obj, dict):
             raise DataError(
                 path,
                 f"expected a JSON object, got {_type_name(obj)}; each line must be one JSON "
-                'object such as {"_id": "1", "text": "..."}',
+                f"object such as {example}",
                 line=number,
             )
         yield number, obj
@@ -319,7 +327,7 @@ def _iter_records(
 ) -> Iterator[tuple[int, str, str, str]]:
     """``(line, id, text, title)`` for corpus (``kind="document"``) or query records."""
     seen_any = False
-    for number, obj in _iter_objects(path):
+    for number, obj in iter_json_objects(path):
         seen_any = True
         rid = _get_string(path, number, obj, "_id", required=True)
         if not rid.strip():

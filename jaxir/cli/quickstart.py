@@ -45,10 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Builds the config and runs :func:`jaxir.pipeline.quickstart`."""
-    from jaxir.config import DenseRunConfig, load_config, override
-    from jaxir.pipeline import quickstart
+    from jaxir.config import load_config, override
+    from jaxir.pipeline import QUICKSTART, quickstart
 
-    config = load_config(args.config) if args.config else DenseRunConfig(name="quickstart")
+    config = load_config(args.config) if args.config else QUICKSTART
     if args.data:
         config = override(config, [f"data.path={args.data}"])
     config = override(config, args.set)

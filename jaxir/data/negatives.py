@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 
 import bm25s
@@ -40,6 +41,9 @@ import Stemmer
 
 from jaxir.data.records import Document, Qrels, Query
 from jaxir.data.runs import Run
+
+# bm25s sets its own logger to DEBUG at import; keep its per-call chatter out of user output.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 __all__ = ["BM25Index", "bm25_index", "bm25_search", "mine_bm25_negatives"]
 

@@ -277,7 +277,7 @@ def train(
     start = int(state.step)
     bar = tqdm(total=tc.steps, initial=start, desc="train", unit="step", disable=not progress)
     tick, seen = time.perf_counter(), 0
-    began = time.perf_counter()
+    began, throughput = time.perf_counter(), "-"
     try:
         for step in range(start, tc.steps):
             if step > start:
@@ -305,7 +305,13 @@ def train(
                 record |= {f"dev/{k}": v for k, v in scores.items()}
             logger.write(done, record)
             history.append({"step": done, **record})
-            bar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.3f}" for k, v in scores.items()})
+            if "examples_per_s" in record:
+                throughput = f"{record['examples_per_s']:.1f}"
+            bar.set_postfix(
+                loss=f"{loss:.4f}",
+                ex_per_s=throughput,
+                **{k: f"{v:.3f}" for k, v in scores.items()},
+            )
             bar.update()
             if done % tc.checkpoint_every == 0 or last_step:
                 ckpt.save(

@@ -36,13 +36,13 @@ METRICS = ("nDCG@10", "RR@10", "R@100")
 
 #: What ``jaxir quickstart`` runs without ``--config``: the embedded collection (documents
 #: are <= 61 tokens, queries <= 31, so 64/32-token shapes waste no compute), the 2-layer
-#: ``small`` encoder over a corpus WordPiece vocabulary, 300 steps of batch 32 with one
+#: ``small`` encoder over a corpus WordPiece vocabulary, 150 steps of batch 32 with one
 #: BM25 hard negative each. Kept in the package (not ``configs/``) so an installed jaxir
 #: runs its quickstart from any directory.
 QUICKSTART = config_lib.DenseRunConfig(
     name="quickstart",
     data=config_lib.DataConfig(max_query_length=32, max_passage_length=64),
-    train=config_lib.TrainConfig(steps=300, eval_every=100, checkpoint_every=100),
+    train=config_lib.TrainConfig(steps=150, warmup_steps=15, eval_every=50, checkpoint_every=50),
 )
 
 

@@ -30,7 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxir import sharding, xla
 from jaxir.losses.contrastive import in_batch_softmax
-from jaxir.train.state import TrainState
+from jaxir.train.state import PRNG_IMPL, TrainState
 
 Batch = dict[str, jax.Array]
 
@@ -154,7 +154,7 @@ def make_train_step(
     """
 
     def step(state: TrainState, batch: Batch):
-        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.key, impl=PRNG_IMPL), state.step)
         loss, grads = grad_fn(state.params, batch, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

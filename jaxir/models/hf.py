@@ -77,6 +77,12 @@ def read_hf_config(path: str | pathlib.Path) -> dict[str, Any]:
     return config
 
 
+def encoder_config(path: str | pathlib.Path) -> bert.EncoderConfig:
+    """The :class:`~jaxir.models.bert.EncoderConfig` of a Hugging Face model directory (no weights read)."""
+    hf_config = read_hf_config(path)
+    return _FAMILY_MODULE[hf_config["model_type"]].from_hf_config(hf_config)
+
+
 def read_hf_weights(path: str | pathlib.Path) -> dict[str, np.ndarray]:
     """All tensors of a checkpoint directory as NumPy arrays, by Hugging Face name.
 

@@ -95,9 +95,7 @@ def _encoder_config(
     """Architecture and whether weights come from ``model_cfg.init`` (a Hugging Face dir)."""
     init = pathlib.Path(model_cfg.init)
     if (init / "config.json").exists():
-        hf_config = hf.read_hf_config(init)
-        module = hf._FAMILY_MODULE[hf_config["model_type"]]
-        return module.from_hf_config(hf_config).replace(mlm_head=False, dtype=model_cfg.dtype), True
+        return hf.encoder_config(init).replace(mlm_head=False, dtype=model_cfg.dtype), True
     if model_cfg.init not in PRESETS:
         raise ValueError(
             f"model.init={model_cfg.init!r} is neither a Hugging Face model directory (with "

@@ -75,3 +75,12 @@ def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path):
     config = override(load_config(CONFIG), ["model.temperature=1e-38", "train.steps=3"])
     with pytest.raises(NonFiniteLossError, match=r"at step 1\. Last good checkpoint: none"):
         train(config, tmp_path, progress=False)
+
+
+def test_init_from_hugging_face_directory_loads_trained_weights(tmp_path):
+    first = train(load_config(CONFIG, "6"), tmp_path / "a", progress=False)
+    config = override(load_config(CONFIG, "1"), [f"model.init={first.model_dir / 'query'}"])
+    second = train(config, tmp_path / "b", progress=False)
+    # Starts from the trained tower (and its tokenizer), not from a random init.
+    assert losses_by_step(second.workdir)[1] < losses_by_step(first.workdir)[1]
+    assert (tmp_path / "b" / "tokenizer").exists() is False

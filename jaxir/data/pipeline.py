@@ -40,9 +40,10 @@ import numpy as np
 from jaxir.data.groups import TrainGroup
 
 
-def _tokenize(
+def tokenize_fixed(
     tokenizer: Any, texts: Sequence[str], max_length: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(input_ids, attention_mask)`` int32 ``[N, max_length]``, truncated and padded to one shape."""
     out = tokenizer(
         list(texts),
         max_length=max_length,
@@ -97,8 +98,10 @@ class TrainingData:
             gn.append(
                 np.asarray([passages.setdefault(t, len(passages)) for t in g.negatives], np.int32)
             )
-        q_ids, q_mask = _tokenize(tokenizer, [query_prefix + t for t in queries], max_query_length)
-        p_ids, p_mask = _tokenize(
+        q_ids, q_mask = tokenize_fixed(
+            tokenizer, [query_prefix + t for t in queries], max_query_length
+        )
+        p_ids, p_mask = tokenize_fixed(
             tokenizer, [passage_prefix + t for t in passages], max_passage_length
         )
         return cls(q_ids, q_mask, p_ids, p_mask, np.asarray(gq, np.int32), tuple(gp), tuple(gn))

@@ -83,10 +83,3 @@ def create_state(
     shardings = sharding.param_shardings(abstract, mesh)
     state = jax.jit(init, out_shardings=shardings)()
     return graphdef, state, shardings
-
-
-def abstract_like(state: TrainState) -> TrainState:
-    """``jax.ShapeDtypeStruct`` tree (with shardings) of ``state``, the restore target for Orbax."""
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
-    )

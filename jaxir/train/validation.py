@@ -8,7 +8,7 @@ program per tower), ``q @ d.T`` with ``lax.top_k``, and the metrics of
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxir.data.pipeline import tokenize_fixed
 from jaxir.eval import metrics as M
 
 _BATCH = 64
@@ -64,14 +65,12 @@ class ValidationSet:
                 if d in col and g > 0:
                     labels[i, col[d]] = g
 
-        def tok(texts: Sequence[str], length: int):
-            out = tokenizer(list(texts), max_length=length, truncation=True, padding="max_length")
-            return np.asarray(out["input_ids"], np.int32), np.asarray(
-                out["attention_mask"], np.int32
-            )
-
-        q_ids, q_mask = tok([query_prefix + queries[q] for q in qids], max_query_length)
-        p_ids, p_mask = tok([passage_prefix + passages[d] for d in dids], max_passage_length)
+        q_ids, q_mask = tokenize_fixed(
+            tokenizer, [query_prefix + queries[q] for q in qids], max_query_length
+        )
+        p_ids, p_mask = tokenize_fixed(
+            tokenizer, [passage_prefix + passages[d] for d in dids], max_passage_length
+        )
         return cls(q_ids, q_mask, p_ids, p_mask, labels, (ideal > 0).sum(1).astype(np.int32), ideal)
 
 

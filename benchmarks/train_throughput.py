@@ -16,7 +16,11 @@ and optimizer, in one process:
 * dropout: train mode, hidden dropout 0.1 in both. Attention-probability dropout is 0
   in both (jaxir's attention has none, so the Hugging Face config sets
   ``attention_probs_dropout_prob=0``);
-* precision: float32 in both.
+* precision: each setting runs in float32 in both, or in bfloat16 mixed precision in
+  both: jaxir ``dtype="bfloat16"`` (float32 params and optimizer, bf16 GEMM operands with
+  float32 accumulation, :mod:`jaxir.layers.dot`) vs ``torch.autocast("cpu",
+  dtype=torch.bfloat16)`` around the sentence-transformers forward and loss (float32
+  params and optimizer, bf16 oneDNN GEMMs), the standard mixed-precision recipe of each.
 
 Timed steps of the two frameworks alternate in blocks (jaxir, torch, jaxir, torch) so
 background load hits both alike; the first ``--warmup`` steps of each (jaxir: compile)
@@ -28,10 +32,11 @@ The jaxir step compiles once per setting; later steps must not recompile (printe
 Run::
 
     python benchmarks/train_throughput.py           # 10 timed steps per setting
-    python benchmarks/train_throughput.py --quick   # hard negatives only, 2 timed steps
+    python benchmarks/train_throughput.py --quick   # hard negatives only (f32, bf16), 2 timed steps
 
-Ends with ``RESULT {...}`` lines (DESIGN principle 8): the headline with hard negatives
-(``train_vs_sentence_transformers``) and without (``..._no_hardneg``).
+Ends with ``RESULT {...}`` lines (DESIGN principle 8): float32 with hard negatives
+(``train_vs_sentence_transformers``), bfloat16 mixed precision with hard negatives
+(``..._bf16``) and float32 without hard negatives (``..._no_hardneg``).
 """
 
 from __future__ import annotations
@@ -141,9 +146,9 @@ def torch_features(batch: dict[str, np.ndarray]) -> list[dict[str, torch.Tensor]
 class JaxirTrainer:
     """jaxir: tied-tower dual encoder, ``create_state`` + ``make_train_step`` on one CPU device."""
 
-    def __init__(self, path: pathlib.Path, batch: dict[str, np.ndarray], seed: int):
+    def __init__(self, path: pathlib.Path, batch: dict[str, np.ndarray], seed: int, dtype: str):
         spec = DualEncoderSpec(pooling="mean", normalize=True, temperature=1.0 / SCALE)
-        loaded = DualEncoder(hf.load_pretrained(path, mlm_head=False), None, spec)
+        loaded = DualEncoder(hf.load_pretrained(path, mlm_head=False, dtype=dtype), None, spec)
         config = loaded.query_encoder.config
         self.optimizer = adamw(
             LEARNING_RATE, total_steps=TOTAL_STEPS, weight_decay=WEIGHT_DECAY, grad_clip=GRAD_CLIP
@@ -165,6 +170,7 @@ class JaxirTrainer:
             state_shardings=shardings,
             mesh=mesh,
             example_batch=self.batch,
+            gemm_dtype=dtype,
         )
 
     def eval_loss(self) -> float:
@@ -192,7 +198,7 @@ class JaxirTrainer:
 class SentenceTransformersTrainer:
     """sentence-transformers: ``Transformer`` + mean ``Pooling``, ``MultipleNegativesRankingLoss``."""
 
-    def __init__(self, path: pathlib.Path, batch: dict[str, np.ndarray]):
+    def __init__(self, path: pathlib.Path, batch: dict[str, np.ndarray], dtype: str):
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.losses import (
             MultipleNegativesRankingLoss,
@@ -218,17 +224,22 @@ class SentenceTransformersTrainer:
             self.optimizer, lambda s: max(0.0, 1.0 - s / TOTAL_STEPS)
         )
         self.features = torch_features(batch)
+        self.autocast = dtype == "bfloat16"
+
+    def _loss(self) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            return self.loss_fn(self.features, labels=None)
 
     def eval_loss(self) -> float:
         self.model.eval()
         with torch.no_grad():
-            loss = float(self.loss_fn(self.features, labels=None))
+            loss = float(self._loss())
         self.model.train()
         return loss
 
     def step(self) -> float:
         self.model.train()
-        loss = self.loss_fn(self.features, labels=None)
+        loss = self._loss()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
         self.optimizer.step()
@@ -244,18 +255,21 @@ def timed(fn) -> tuple[float, float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu, value
 
 
-def run_setting(path: pathlib.Path, group: int, *, warmup: int, steps: int, seed: int) -> dict:
-    """Warm steps of both trainers on one batch with ``group`` passages per query.
+def run_setting(
+    path: pathlib.Path, group: int, dtype: str, *, warmup: int, steps: int, seed: int
+) -> dict:
+    """Warm steps of both trainers on one batch with ``group`` passages per query, in ``dtype``.
 
     The timed steps alternate in blocks (jaxir, torch, jaxir, torch) rather than step by
     step, so that one framework's idle worker threads (OpenMP spin-waiting) do not eat
     into the other's first milliseconds of every step.
     """
     batch = make_batch(group, seed)
-    ours = JaxirTrainer(path, batch, seed)
-    peer = SentenceTransformersTrainer(path, batch)
+    ours = JaxirTrainer(path, batch, seed, dtype)
+    peer = SentenceTransformersTrainer(path, batch, dtype)
     loss_ours, loss_peer = ours.eval_loss(), peer.eval_loss()
-    if not np.isclose(loss_ours, loss_peer, rtol=1e-3, atol=1e-3):
+    tolerance = 1e-3 if dtype == "float32" else 2e-2
+    if not np.isclose(loss_ours, loss_peer, rtol=tolerance, atol=tolerance):
         raise RuntimeError(
             f"Parity check failed: initial loss jaxir {loss_ours:.5f} vs "
             f"sentence-transformers {loss_peer:.5f}; the two models are not the same."
@@ -278,6 +292,7 @@ def run_setting(path: pathlib.Path, group: int, *, warmup: int, steps: int, seed
     med = {k: statistics.median(v) for k, v in wall.items()}
     return {
         "group": group,
+        "dtype": dtype,
         "initial_loss": (loss_ours, loss_peer),
         "final_loss": (runs["ours"][-1][2], runs["peer"][-1][2]),
         "first_step_s": first_step,
@@ -293,7 +308,9 @@ def run_setting(path: pathlib.Path, group: int, *, warmup: int, steps: int, seed
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="hard-negative setting only, 1 warmup + 2 timed steps"
+        "--quick",
+        action="store_true",
+        help="hard-negative settings only (float32, bfloat16), 1 warmup + 2 timed steps",
     )
     parser.add_argument("--steps", type=int, default=None, help="timed steps per setting")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (>= 1)")
@@ -302,7 +319,12 @@ def main() -> None:
     args = parser.parse_args()
     steps = args.steps or (2 if args.quick else 10)
     warmup = 1 if args.quick else max(args.warmup, 1)
-    groups = (2,) if args.quick else (2, 1)
+    settings = (
+        ("train_vs_sentence_transformers", 2, "float32"),
+        ("train_vs_sentence_transformers_bf16", 2, "bfloat16"),
+    )
+    if not args.quick:
+        settings += (("train_vs_sentence_transformers_no_hardneg", 1, "float32"),)
     torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -314,34 +336,38 @@ def main() -> None:
     )
     print(
         f"batch: {QUERIES} queries x {QUERY_LEN} tokens, {QUERIES} positives (+{QUERIES} hard "
-        f"negatives) x {PASSAGE_LEN} tokens; float32; dropout 0.1; AdamW lr {LEARNING_RATE}; "
+        f"negatives) x {PASSAGE_LEN} tokens; dropout 0.1; AdamW lr {LEARNING_RATE}; "
         f"{warmup} warmup + {steps} timed steps each, alternating in blocks"
     )
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp)
         write_checkpoint(path, args.seed)
-        for group in groups:
-            results.append(run_setting(path, group, warmup=warmup, steps=steps, seed=args.seed))
+        for _, group, dtype in settings:
+            results.append(
+                run_setting(path, group, dtype, warmup=warmup, steps=steps, seed=args.seed)
+            )
 
     print()
     header = (
-        f"{'setting':<22}{'framework':<24}{'wall s/step':>12}{'min..max':>16}"
+        f"{'setting':<30}{'framework':<24}{'wall s/step':>12}{'min..max':>16}"
         f"{'CPU s/step':>12}{'examples/s':>12}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
-        setting = "with hard negative" if r["group"] == 2 else "without hard negative"
+        setting = ("with hard negative" if r["group"] == 2 else "no hard negative") + (
+            f", {r['dtype']}"
+        )
         for i, name in enumerate(("jaxir", "sentence-transformers")):
             lo, hi = r["step_range_s"][i]
             print(
-                f"{setting if i == 0 else '':<22}{name:<24}{r['step_s'][i]:>12.3f}"
+                f"{setting if i == 0 else '':<30}{name:<24}{r['step_s'][i]:>12.3f}"
                 f"{f'{lo:.2f}..{hi:.2f}':>16}{r['cpu_s'][i]:>12.2f}{r['examples_per_s'][i]:>12.2f}"
             )
         ratio = r["examples_per_s"][0] / r["examples_per_s"][1]
         print(
-            f"{'':<22}jaxir / peer = {ratio:.2f}x; jaxir first step {r['first_step_s']:.1f} s "
+            f"{'':<30}jaxir / peer = {ratio:.2f}x; jaxir first step {r['first_step_s']:.1f} s "
             f"(compile ~{r['compile_s']:.1f} s, {r['compiles'][0]} program(s), "
             f"{r['compiles'][1]} recompiles after it); "
             f"initial loss (no dropout) jaxir {r['initial_loss'][0]:.4f} / "
@@ -349,13 +375,12 @@ def main() -> None:
             f"{r['final_loss'][1]:.4f}"
         )
     print()
-    for r, name in zip(
-        results, ("train_vs_sentence_transformers", "train_vs_sentence_transformers_no_hardneg")
-    ):
+    for r, (name, _, dtype) in zip(results, settings, strict=True):
         ours, peer = r["examples_per_s"]
         record = {
             "name": name,
             "unit": "examples/s",
+            "dtype": dtype,
             "jaxir": round(ours, 3),
             "peer": "sentence-transformers",
             "peer_value": round(peer, 3),

@@ -123,7 +123,13 @@ def _embed_fn(
     return vec_bh
 
 
-_embed = xla.jit(_embed_fn, static_argnums=(0,), static_argnames=("pooling", "normalize"))
+#: The jitted :func:`_embed_fn` by compute dtype (CPU compiler options differ, see :mod:`jaxir.xla`).
+_EMBED = {
+    dtype: xla.jit(
+        _embed_fn, gemm_dtype=dtype, static_argnums=(0,), static_argnames=("pooling", "normalize")
+    )
+    for dtype in xla.CPU_COMPILER_OPTIONS
+}
 
 
 class TextEncoder:
@@ -227,7 +233,8 @@ class TextEncoder:
     def _run(self, graphdef, state, ids_bl, mask_bl) -> jax.Array:
         if self.mesh is not None:
             ids_bl, mask_bl = sharding.shard_batch((ids_bl, mask_bl), self.mesh)
-        return _embed(
+        embed = _EMBED[self.model.config.dtype]
+        return embed(
             graphdef, state, ids_bl, mask_bl, pooling=self.pooling, normalize=self.normalize
         )
 

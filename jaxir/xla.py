@@ -1,10 +1,13 @@
 """XLA compilation choices shared by every jitted program (encode, train, search).
 
-XLA:CPU sends every dot to YNNPACK by default; for the BERT-shaped f32 GEMMs jaxir runs
-(M = batch x length, K/N = 256..3072) its own dot emitter (Eigen) measured 1.3-1.8x
-faster on this project's 2-core AVX-512 CPUs (``benchmarks/encode_throughput.py --gemm``,
-numbers in BENCHMARKS.md). :func:`jit` applies that option on CPU only; GPU and TPU
-programs compile with XLA's defaults.
+XLA:CPU sends every dot to YNNPACK by default. For float32 GEMMs of the BERT shapes
+jaxir runs (M = batch x length, K/N = 256..3072) XLA's own dot emitter (Eigen) measured
+1.3-1.8x faster on this project's 2-core AVX-512 CPUs (``benchmarks/encode_throughput.py
+--gemm``); for bfloat16 products accumulated in float32 (:mod:`jaxir.layers.dot`) it is
+the other way round: YNNPACK uses the CPU's bf16 dot-product units and Eigen does not
+(whole train step 6.3 s vs 9.5 s, ``benchmarks/train_throughput.py``). :func:`jit` picks
+the options by the program's GEMM dtype on CPU only; GPU and TPU programs compile with
+XLA's defaults.
 
 Example:
     >>> import jax.numpy as jnp
@@ -21,17 +24,26 @@ from typing import Any
 
 import jax
 
-#: Per-program XLA options used on the CPU backend.
-CPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
+#: Per-program XLA options on the CPU backend, by the dtype the program's GEMMs run in.
+CPU_COMPILER_OPTIONS: dict[str, dict[str, Any]] = {
+    "float32": {"xla_cpu_experimental_ynn_fusion_type": ""},  # Eigen dots
+    "bfloat16": {},  # YNNPACK dots
+}
 
 
-def jit(fn: Callable, **kwargs: Any) -> Callable:
-    """``jax.jit(fn, **kwargs)``, plus :data:`CPU_COMPILER_OPTIONS` when the default backend is CPU.
+def jit(fn: Callable, *, gemm_dtype: str = "float32", **kwargs: Any) -> Callable:
+    """``jax.jit(fn, **kwargs)``, plus ``CPU_COMPILER_OPTIONS[gemm_dtype]`` when the default backend is CPU.
 
-    The backend is read at call time, so importing jaxir never initialises devices.
+    ``gemm_dtype`` is the compute dtype of the model the program runs (``"float32"`` or
+    ``"bfloat16"``). The backend is read at call time, so importing jaxir never
+    initialises devices.
     """
+    if gemm_dtype not in CPU_COMPILER_OPTIONS:
+        raise ValueError(
+            f"gemm_dtype must be one of {sorted(CPU_COMPILER_OPTIONS)}, got {gemm_dtype!r}."
+        )
     default = jax.jit(fn, **kwargs)
-    cpu = jax.jit(fn, compiler_options=CPU_COMPILER_OPTIONS, **kwargs)
+    cpu = jax.jit(fn, compiler_options=CPU_COMPILER_OPTIONS[gemm_dtype], **kwargs)
 
     @functools.wraps(fn)
     def call(*args, **kw):

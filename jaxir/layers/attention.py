@@ -6,13 +6,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxir.layers.linear import dense
+from jaxir.layers.dot import dot_general
+from jaxir.layers.linear import Dense
 
 
 class SelfAttention(nnx.Module):
     """Bidirectional multi-head self-attention (BERT layout: separate q/k/v/output projections).
 
-    Uses ``jax.nn.dot_product_attention`` so XLA picks the fused kernel where one exists.
+    Scores and the value mix are :func:`jaxir.layers.dot.dot_general` products (float32
+    accumulation under bf16 compute); the softmax runs in float32. Padded keys get the
+    lowest float32 logit, so a row whose keys are all padding attends uniformly (as in
+    ``transformers``) instead of producing NaN.
 
     Shapes: ``x_blh: [B, L, H]``, ``mask_bl: [B, L]`` (True/1 = real token) -> ``[B, L, H]``.
 
@@ -27,17 +31,40 @@ class SelfAttention(nnx.Module):
             raise ValueError(f"hidden size {hidden} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = hidden // num_heads
-        self.query = dense(hidden, hidden, ("embed", "heads"), dtype=dtype, rngs=rngs)
-        self.key = dense(hidden, hidden, ("embed", "heads"), dtype=dtype, rngs=rngs)
-        self.value = dense(hidden, hidden, ("embed", "heads"), dtype=dtype, rngs=rngs)
-        self.output = dense(hidden, hidden, ("heads", "embed"), dtype=dtype, rngs=rngs)
+        self.query = Dense(hidden, hidden, ("embed", "heads"), dtype=dtype, rngs=rngs)
+        self.key = Dense(hidden, hidden, ("embed", "heads"), dtype=dtype, rngs=rngs)
+        self.value = Dense(hidden, hidden, ("embed", "heads"), dtype=dtype, rngs=rngs)
+        self.output = Dense(hidden, hidden, ("heads", "embed"), dtype=dtype, rngs=rngs)
 
     def __call__(self, x_blh: jax.Array, mask_bl: jax.Array) -> jax.Array:
         b, length, _ = x_blh.shape
         split = lambda t: t.reshape(b, length, self.num_heads, self.head_dim)  # noqa: E731
         q, k, v = split(self.query(x_blh)), split(self.key(x_blh)), split(self.value(x_blh))
-        key_mask = mask_bl.astype(bool)[
-            :, None, None, :
-        ]  # [B, 1, 1, L] broadcast over heads/queries
-        out = jax.nn.dot_product_attention(q, k, v, mask=key_mask)
-        return self.output(out.reshape(b, length, -1))
+        return self.output(attend(q, k, v, mask_bl).reshape(b, length, -1))
+
+
+def attend(
+    q_blnd: jax.Array, k_bsnd: jax.Array, v_bsnd: jax.Array, mask_bs: jax.Array
+) -> jax.Array:
+    """Scaled dot-product attention ``softmax(q k^T / sqrt(d)) v`` over unmasked keys.
+
+    Heads are folded into one batch axis first: XLA:CPU sends these ``[B*N, L, D]``
+    products to its GEMM library in float32 and bfloat16 alike, while products with
+    two batch axes fall back to a kernel without bf16 -> f32 support.
+
+    Shapes: ``q: [B, L, N, D]``, ``k, v: [B, S, N, D]``, ``mask_bs: [B, S]`` -> ``[B, L, N, D]``.
+    """
+    b, length, n, d = q_blnd.shape
+    keys = k_bsnd.shape[1]
+
+    def by_head(t):  # [B, T, N, D] -> [B*N, T, D]
+        return t.transpose(0, 2, 1, 3).reshape(b * n, t.shape[1], d)
+
+    q, k, v = by_head(q_blnd), by_head(k_bsnd), by_head(v_bsnd)
+    scores = dot_general(q, k, (((2,), (2,)), ((0,), (0,)))).astype(jnp.float32)
+    scores = scores.reshape(b, n, length, keys) * (d**-0.5)
+    valid = mask_bs.astype(bool)[:, None, None, :]
+    scores = jnp.where(valid, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b * n, length, keys)
+    out = dot_general(probs, v, (((2,), (1,)), ((0,), (0,))))
+    return out.reshape(b, n, length, d).transpose(0, 2, 1, 3)

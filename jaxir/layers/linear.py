@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxir.layers.dot import affine
+
 #: BERT-style initialisation (truncated normal, std 0.02), as in ``transformers``.
 INIT_STD = 0.02
 
@@ -19,25 +21,42 @@ def axes_metadata(axes: tuple[str | None, ...]) -> dict:
     return {"out_sharding": axes, "eager_sharding": False}
 
 
-def dense(
-    in_features: int,
-    out_features: int,
-    axes: tuple[str | None, str | None],
-    *,
-    dtype: jnp.dtype,
-    rngs: nnx.Rngs,
-) -> nnx.Linear:
-    """``nnx.Linear`` whose kernel ``[in, out]`` carries logical ``axes`` and whose bias carries ``axes[1]``."""
-    return nnx.Linear(
-        in_features,
-        out_features,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        kernel_init=jax.nn.initializers.truncated_normal(INIT_STD),
-        kernel_metadata=axes_metadata(axes),
-        bias_metadata=axes_metadata((axes[1],)),
-        rngs=rngs,
-    )
+class Dense(nnx.Module):
+    """``y = x @ kernel + bias`` in the compute ``dtype`` via :func:`jaxir.layers.dot.affine`.
+
+    Parameters are float32 (``kernel [in, out]``, ``bias [out]``, the names
+    ``nnx.Linear`` uses) and cast to ``dtype`` per call; products accumulate in float32.
+
+    Shapes: ``[..., in] -> [..., out]``.
+
+    Example:
+      >>> layer = Dense(3, 2, (None, None), dtype=jnp.float32, rngs=nnx.Rngs(0))
+      >>> layer(jnp.ones((4, 3))).shape
+      (4, 2)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        axes: tuple[str | None, str | None],
+        *,
+        dtype: jnp.dtype,
+        rngs: nnx.Rngs,
+    ):
+        init = jax.nn.initializers.truncated_normal(INIT_STD)
+        self.dtype = dtype
+        self.kernel = nnx.Param(
+            init(rngs.params(), (in_features, out_features), jnp.float32), **axes_metadata(axes)
+        )
+        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32), **axes_metadata(axes[1:]))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return affine(
+            x.astype(self.dtype),
+            self.kernel[...].astype(self.dtype),
+            self.bias[...].astype(self.dtype),
+        )
 
 
 def layer_norm(features: int, *, epsilon: float, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxir.layers.attention import SelfAttention
-from jaxir.layers.linear import dense, layer_norm
+from jaxir.layers.linear import Dense, layer_norm
 
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
@@ -31,8 +31,8 @@ class Mlp(nnx.Module):
     def __init__(
         self, hidden: int, intermediate: int, act: str, *, dtype: jnp.dtype, rngs: nnx.Rngs
     ):
-        self.up = dense(hidden, intermediate, ("embed", "mlp"), dtype=dtype, rngs=rngs)
-        self.down = dense(intermediate, hidden, ("mlp", "embed"), dtype=dtype, rngs=rngs)
+        self.up = Dense(hidden, intermediate, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+        self.down = Dense(intermediate, hidden, ("mlp", "embed"), dtype=dtype, rngs=rngs)
         self.act = activation(act)
 
     def __call__(self, x: jax.Array) -> jax.Array:

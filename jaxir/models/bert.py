@@ -26,8 +26,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxir.layers.dot import dot_general
 from jaxir.layers.embeddings import TokenEmbeddings
-from jaxir.layers.linear import axes_metadata, dense, layer_norm
+from jaxir.layers.linear import Dense, axes_metadata, layer_norm
 from jaxir.layers.transformer import TransformerLayer, activation
 
 FAMILIES = ("bert", "roberta", "xlm-roberta", "distilbert")
@@ -95,7 +96,7 @@ class MlmHead(nnx.Module):
 
     def __init__(self, config: EncoderConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
         h = config.hidden_size
-        self.transform = dense(h, h, ("embed", None), dtype=dtype, rngs=rngs)
+        self.transform = Dense(h, h, ("embed", None), dtype=dtype, rngs=rngs)
         self.norm = layer_norm(h, epsilon=config.layer_norm_eps, dtype=dtype, rngs=rngs)
         self.bias = nnx.Param(
             jnp.zeros((config.vocab_size,), jnp.float32), **axes_metadata(("vocab",))
@@ -104,7 +105,8 @@ class MlmHead(nnx.Module):
 
     def __call__(self, hidden_blh: jax.Array, embedding_vh: jax.Array) -> jax.Array:
         x = self.norm(self.act(self.transform(hidden_blh))).astype(hidden_blh.dtype)
-        return jnp.einsum("blh,vh->blv", x, embedding_vh.astype(x.dtype)) + self.bias[...]
+        logits = dot_general(x, embedding_vh.astype(x.dtype), (((2,), (1,)), ((), ())))
+        return logits + self.bias[...]
 
 
 class Model(nnx.Module):
@@ -145,7 +147,7 @@ class Model(nnx.Module):
         )
         h = config.hidden_size
         self.pooler = (
-            dense(h, h, ("embed", None), dtype=dtype, rngs=rngs) if config.pooler else None
+            Dense(h, h, ("embed", None), dtype=dtype, rngs=rngs) if config.pooler else None
         )
         self.mlm = MlmHead(config, dtype=dtype, rngs=rngs) if config.mlm_head else None
 

@@ -266,7 +266,12 @@ def train(
         symmetric=tc.symmetric,
     )
     train_step = step_lib.make_train_step(
-        grad_fn, optimizer, state_shardings=shardings, mesh=mesh, example_batch=batch
+        grad_fn,
+        optimizer,
+        state_shardings=shardings,
+        mesh=mesh,
+        example_batch=batch,
+        gemm_dtype=mc.dtype,
     )
     config_dict = config_lib.to_dict(config)
     logger = _Logger(workdir)

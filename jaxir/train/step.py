@@ -147,10 +147,13 @@ def make_train_step(
     state_shardings: TrainState,
     mesh: Mesh,
     example_batch: Batch,
+    gemm_dtype: str = "float32",
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """Jitted ``(state, batch) -> (state, metrics)``; the input state is donated.
 
-    Compiles once (fixed batch shapes). Metrics: ``loss``, ``grad_norm``.
+    Compiles once (fixed batch shapes). ``gemm_dtype`` is the model's compute dtype
+    (it selects the CPU compiler options, :func:`jaxir.xla.jit`). Metrics: ``loss``,
+    ``grad_norm``.
     """
 
     def step(state: TrainState, batch: Batch):
@@ -164,6 +167,7 @@ def make_train_step(
     replicated = NamedSharding(mesh, PartitionSpec())
     return xla.jit(
         step,
+        gemm_dtype=gemm_dtype,
         in_shardings=(state_shardings, batch_shardings(mesh, example_batch)),
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,

@@ -5,7 +5,7 @@ sorted by token length (longest first) and cut into batches of ``batch_size`` ro
 padded to a length bucket (:data:`jaxir.data.tokenizer.DEFAULT_BUCKETS`, capped at
 ``max_length``) and, on its last batch, with empty rows. Every batch runs through one
 module-level ``jax.jit`` function ``(graphdef, state, ids, mask) -> pooled [B, D]``
-(on CPU compiled with :data:`jaxir.xla.CPU_COMPILER_OPTIONS`), so
+(on CPU compiled with the options :func:`jaxir.xla.jit` picks for its dtype), so
 an :meth:`TextEncoder.encode` call compiles at most
 ``len(length_buckets(buckets, max_length))`` programs (5 for ``max_length=512``) per
 batch size, pooling and normalization, and later calls reuse them. Vectors come back

@@ -7,11 +7,6 @@ Example:
     >>> import optax
     >>> from flax import nnx
     >>> from jaxir import sharding
-
-#: PRNG for dropout: ``unsafe_rbg`` (as MaxText / T5X use) generates random bits from the
-#: hardware RNG primitive instead of threefry hashing; it cut gradient time 12.5% for
-#: MiniLM on CPU (benchmarks/train_RESULTS.md). Keys still derive from (seed, step).
-PRNG_IMPL = "unsafe_rbg"
     >>> from jaxir.models.bert import PRESETS, Model
     >>> mesh = sharding.make_mesh(data=-1)
     >>> make = lambda: Model(PRESETS["tiny"].replace(mlm_head=False), rngs=nnx.Rngs(0))

@@ -92,7 +92,7 @@ from jaxir.models import hf
 from jaxir.models.bert import PRESETS
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, load_dual_encoder
 from jaxir.search.retrieve import dense_search_run, tower_encoders
-from jaxir.train.loop import train
+from jaxir.train.loop import dual_encoder_spec, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "dense_scifact.py"
@@ -136,14 +136,7 @@ def write_init(
     tokenizer = data_lib.train_wordpiece(
         (d.full_text for d in corpus.values()), out, vocab_size=VOCAB_SIZE
     )
-    spec = DualEncoderSpec(
-        pooling=mc.pooling,
-        normalize=mc.normalize,
-        temperature=mc.temperature,
-        tied=mc.tied,
-        query_max_length=dc.max_query_length,
-        passage_max_length=dc.max_passage_length,
-    )
+    spec = dual_encoder_spec(config)
     encoder = PRESETS[mc.init].replace(vocab_size=len(tokenizer), mlm_head=False)
     model = DualEncoder.create(encoder, spec, rngs=nnx.Rngs(seed))
     hf.save_pretrained(model.query_encoder, out)

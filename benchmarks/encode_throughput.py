@@ -126,26 +126,36 @@ def bench_shape(key: str, *, batch: int, length: int, iters: int, warmup: int) -
 
 
 def bench_gemms(*, tokens: int, iters: int) -> None:
-    """GFLOP/s of the encoder's f32 GEMM shapes: XLA default (YNNPACK) vs Eigen vs PyTorch."""
+    """GFLOP/s of the encoder's GEMM shapes under each XLA:CPU dot backend and PyTorch.
+
+    float32, and bfloat16 operands (XLA: accumulated in float32, as
+    :mod:`jaxir.layers.dot` computes them; PyTorch: bf16 result via oneDNN).
+    """
     shapes = [(tokens, 384, 1536), (tokens, 1536, 384), (tokens, 768, 3072), (tokens, 768, 768)]
-    default = jax.jit(lambda a, b: a @ b)
-    eigen = jax.jit(lambda a, b: a @ b, compiler_options=CPU_COMPILER_OPTIONS["float32"])
+    product = lambda a, b: jax.lax.dot(a, b, preferred_element_type=jax.numpy.float32)  # noqa: E731
+    xla = {
+        "default": jax.jit(product),
+        "eigen": jax.jit(product, compiler_options=CPU_COMPILER_OPTIONS["float32"]),
+    }
     print(f"\nGEMM [M, K] x [K, N], M = {tokens} tokens, best of {iters} (GFLOP/s)")
-    print(f"{'M x K x N':<18}{'XLA default':>12}{'XLA Eigen':>11}{'PyTorch':>9}")
+    columns = [
+        f"{dt} {side}" for dt in ("f32", "bf16") for side in ("XLA default", "XLA Eigen", "PyTorch")
+    ]
+    print(f"{'M x K x N':<18}" + "".join(f"{c:>18}" for c in columns))
     rng = np.random.default_rng(0)
     for m, k, n in shapes:
         a, b = rng.random((m, k), np.float32), rng.random((k, n), np.float32)
-        ja, jb, ta, tb = (
-            jax.numpy.asarray(a),
-            jax.numpy.asarray(b),
-            torch.from_numpy(a),
-            torch.from_numpy(b),
-        )
-        fns = {
-            "default": lambda ja=ja, jb=jb: default(ja, jb).block_until_ready(),
-            "eigen": lambda ja=ja, jb=jb: eigen(ja, jb).block_until_ready(),
-            "torch": lambda ta=ta, tb=tb: ta @ tb,
-        }
+        fns = {}
+        for dt, jdt, tdt in (
+            ("f32", jax.numpy.float32, torch.float32),
+            ("bf16", jax.numpy.bfloat16, torch.bfloat16),
+        ):
+            ja, jb = jax.numpy.asarray(a, jdt), jax.numpy.asarray(b, jdt)
+            ta, tb = torch.from_numpy(a).to(tdt), torch.from_numpy(b).to(tdt)
+            for side, fn in xla.items():
+                name = f"{dt} XLA {side if side == 'default' else 'Eigen'}"
+                fns[name] = lambda fn=fn, ja=ja, jb=jb: fn(ja, jb).block_until_ready()
+            fns[f"{dt} PyTorch"] = lambda ta=ta, tb=tb: ta @ tb
         best = dict.fromkeys(fns, float("inf"))
         for fn in fns.values():
             fn()
@@ -153,10 +163,7 @@ def bench_gemms(*, tokens: int, iters: int) -> None:
             for name, fn in fns.items():
                 best[name] = min(best[name], timed(fn))
         gflop = 2 * m * k * n / 1e9
-        print(
-            f"{f'{m}x{k}x{n}':<18}{gflop / best['default']:>12.0f}{gflop / best['eigen']:>11.0f}"
-            f"{gflop / best['torch']:>9.0f}"
-        )
+        print(f"{f'{m}x{k}x{n}':<18}" + "".join(f"{gflop / best[c]:>18.0f}" for c in columns))
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
 """XLA compilation choices shared by every jitted program (encode, train, search).
 
 XLA:CPU sends every dot to YNNPACK by default. For float32 GEMMs of the BERT shapes
-jaxir runs (M = batch x length, K/N = 256..3072) XLA's own dot emitter (Eigen) measured
-1.3-1.8x faster on this project's 2-core AVX-512 CPUs (``benchmarks/encode_throughput.py
---gemm``); for bfloat16 products accumulated in float32 (:mod:`jaxir.layers.dot`) it is
-the other way round: YNNPACK uses the CPU's bf16 dot-product units and Eigen does not
-(whole train step 6.3 s vs 9.5 s, ``benchmarks/train_throughput.py``). :func:`jit` picks
+jaxir runs (M = batch x length, K/N = 384..3072) XLA's own dot emitter (Eigen) measured
+1.4-1.6x faster on this project's 2-core AVX-512 CPUs; for bfloat16 products accumulated
+in float32 (:mod:`jaxir.layers.dot`) it is the other way round: YNNPACK uses the CPU's
+bf16 dot-product units (243-317 GFLOP/s) and Eigen does not (140-171)
+(``benchmarks/encode_throughput.py --gemm``). :func:`jit` picks
 the options by the program's GEMM dtype on CPU only; GPU and TPU programs compile with
 XLA's defaults.
 

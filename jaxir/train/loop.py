@@ -105,6 +105,22 @@ def _encoder_config(
     return preset.replace(vocab_size=vocab_size, mlm_head=False, dtype=model_cfg.dtype), False
 
 
+def dual_encoder_spec(config: config_lib.DenseRunConfig) -> DualEncoderSpec:
+    """The :class:`DualEncoderSpec` a run with ``config`` trains (model + max lengths)."""
+    mc, dc = config.model, config.data
+    return DualEncoderSpec(
+        pooling=mc.pooling,
+        normalize=mc.normalize,
+        temperature=mc.temperature,
+        learn_temperature=mc.learn_temperature,
+        tied=mc.tied,
+        query_prefix=mc.query_prefix,
+        passage_prefix=mc.passage_prefix,
+        query_max_length=dc.max_query_length,
+        passage_max_length=dc.max_passage_length,
+    )
+
+
 def _split_dev(qrels: Mapping[str, Any], size: int, seed: int) -> tuple[dict, dict]:
     """Holds out ``size`` training queries (seeded) as the dev set."""
     qids = sorted(qrels)
@@ -218,17 +234,7 @@ def train(
     dev = _validation_set(config, corpus, queries, dev_qrels, tokenizer, tc.seed)
 
     encoder_config, pretrained = _encoder_config(mc, len(tokenizer))
-    spec = DualEncoderSpec(
-        pooling=mc.pooling,
-        normalize=mc.normalize,
-        temperature=mc.temperature,
-        learn_temperature=mc.learn_temperature,
-        tied=mc.tied,
-        query_prefix=mc.query_prefix,
-        passage_prefix=mc.passage_prefix,
-        query_max_length=dc.max_query_length,
-        passage_max_length=dc.max_passage_length,
-    )
+    spec = dual_encoder_spec(config)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     optimizer = adamw(
         tc.learning_rate,

@@ -76,7 +76,6 @@ def test_affine_gradients_including_the_bias(dtype):
     for got, want in zip(ours(*cast), reference(x, w, b), strict=True):
         assert got.dtype == dtype
         np.testing.assert_allclose(got.astype(jnp.float32), want, rtol=2**-8, atol=1e-5)
-    np.testing.assert_allclose(ours(*cast)[2].astype(jnp.float32), g.sum((0, 1)), rtol=2**-8)
 
 
 def test_attention_matches_jax_reference_and_fully_masked_rows_stay_finite():

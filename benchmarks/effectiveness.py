@@ -85,7 +85,9 @@ from flax import nnx
 
 from jaxir import config as config_lib
 from jaxir import data as data_lib
+from jaxir.config import IndexConfig
 from jaxir.data.ict import ict_groups
+from jaxir.data.passages import split_passages
 from jaxir.data.pipeline import TrainingData
 from jaxir.eval.evaluate import evaluate
 from jaxir.models import hf
@@ -238,19 +240,35 @@ def st_train(
     return PhaseStats(steps, elapsed, (load_before, load_average()))
 
 
-def st_search(path: pathlib.Path, spec: DualEncoderSpec, corpus: dict, queries: dict) -> dict:
-    """Exact top-100 with a sentence-transformers model: ``encode`` + numpy brute force."""
+def st_search(
+    path: pathlib.Path, spec: DualEncoderSpec, corpus: dict, queries: dict, index: IndexConfig
+) -> dict:
+    """Exact top-100 with a sentence-transformers model: ``encode`` + numpy brute force.
+
+    With ``index.split_documents`` the documents are cut into the same passages as
+    jaxir's (:func:`jaxir.data.passages.split_passages`) and score their best (MaxP).
+    """
     model = st_model(path)
     model.eval()
     model.max_seq_length = spec.passage_max_length
     doc_ids = list(corpus)
-    docs = model.encode(
-        [corpus[d].full_text for d in doc_ids], batch_size=64, normalize_embeddings=True
-    )
+    rows = [(d, corpus[d].full_text) for d in doc_ids]
+    if index.split_documents:
+        tokenizer = data_lib.load_tokenizer(path)
+        stride = index.passage_stride or None
+        rows = list(
+            split_passages(
+                corpus.values(), tokenizer, max_length=spec.passage_max_length, stride=stride
+            )
+        )
+    passages = model.encode([t for _, t in rows], batch_size=64, normalize_embeddings=True)
     model.max_seq_length = spec.query_max_length
     qids = list(queries)
     q = model.encode([queries[i].full_text for i in qids], batch_size=64, normalize_embeddings=True)
-    scores = q @ docs.T
+    row_scores = q @ passages.T
+    position = {d: j for j, d in enumerate(doc_ids)}
+    scores = np.full((len(qids), len(doc_ids)), -np.inf, dtype=row_scores.dtype)
+    np.maximum.at(scores.T, np.array([position[d] for d, _ in rows]), row_scores.T)
     top = np.argsort(-scores, axis=1)[:, :100]
     return {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(qids)}
 
@@ -273,10 +291,15 @@ def jaxir_train(
     return PhaseStats(result.steps, seconds, (load_before, load_average()))
 
 
-def jaxir_search(model_dir: pathlib.Path, corpus: dict, queries: dict) -> dict:
+def jaxir_search(model_dir: pathlib.Path, corpus: dict, queries: dict, index: IndexConfig) -> dict:
     model = load_dual_encoder(model_dir)
     tokenizer = data_lib.load_tokenizer(model_dir / "query")
-    return dense_search_run(model, tokenizer, corpus, queries, k=100)
+    return dense_search_run(model, tokenizer, corpus, queries, k=100, **splitting(index))
+
+
+def splitting(index: IndexConfig) -> dict:
+    """``dense_search_run`` arguments for the config's document splitting (MaxP or FirstP)."""
+    return dict(split_documents=index.split_documents, stride=index.passage_stride or None)
 
 
 def parity_check(init: pathlib.Path, spec: DualEncoderSpec, texts: list[str]) -> float:
@@ -328,7 +351,13 @@ def run_seed(
 
     untrained = DualEncoder(hf.load_pretrained(init, mlm_head=False), None, spec)
     scores["untrained"] = ev(
-        dense_search_run(untrained, data_lib.load_tokenizer(init), eval_corpus, test_queries)
+        dense_search_run(
+            untrained,
+            data_lib.load_tokenizer(init),
+            eval_corpus,
+            test_queries,
+            **splitting(config.index),
+        )
     )
 
     print(f"[seed {seed}] phase 1 (ICT, {phase1:.0f} s each) ...", flush=True)
@@ -352,11 +381,13 @@ def run_seed(
     )
 
     print(f"[seed {seed}] evaluating ...", flush=True)
-    scores["jaxir"] = ev(jaxir_search(jx2 / "model", eval_corpus, test_queries))
-    scores["peer"] = ev(st_search(st2, spec, eval_corpus, test_queries))
+    scores["jaxir"] = ev(jaxir_search(jx2 / "model", eval_corpus, test_queries, config.index))
+    scores["peer"] = ev(st_search(st2, spec, eval_corpus, test_queries, config.index))
     if score_phase1:
-        scores["jaxir_ict_only"] = ev(jaxir_search(jx1 / "model", eval_corpus, test_queries))
-        scores["peer_ict_only"] = ev(st_search(st1, spec, eval_corpus, test_queries))
+        scores["jaxir_ict_only"] = ev(
+            jaxir_search(jx1 / "model", eval_corpus, test_queries, config.index)
+        )
+        scores["peer_ict_only"] = ev(st_search(st1, spec, eval_corpus, test_queries, config.index))
     out["scores"] = scores
     steps = {k: f"{v['ict'].steps}+{v['qrels'].steps}" for k, v in out.items() if k in NAMES}
     print(f"[seed {seed}] steps {steps}; " + json.dumps(scores), flush=True)

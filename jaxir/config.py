@@ -96,10 +96,17 @@ class MeshConfig:
 
 @dataclasses.dataclass(frozen=True)
 class IndexConfig:
-    """Serving index: ``scann`` (approximate) or ``exact`` (on-device brute force)."""
+    """Serving index: ``scann`` (approximate) or ``exact`` (on-device brute force).
+
+    ``split_documents`` indexes each document as overlapping passages that fit the
+    passage tower, scored by the best one (MaxP, :mod:`jaxir.data.passages`), with
+    ``passage_stride`` tokens between passage starts (0: half a window).
+    """
 
     kind: str = "scann"
     k: int = 100
+    split_documents: bool = False
+    passage_stride: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -76,6 +76,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from jaxir import sharding, xla
+from jaxir.data.passages import split_passages
 from jaxir.data.records import Document, Query
 from jaxir.data.tokenizer import DEFAULT_BUCKETS, load_tokenizer, tokenize_texts_sorted
 from jaxir.layers.pooling import POOLINGS, pool
@@ -182,6 +183,18 @@ class TextEncoder:
         self.buckets = tuple(buckets)
         if mesh is not None:
             sharding.shard_model(model, mesh)
+
+    def passages(
+        self, documents: Iterable[Document | tuple[str, str]], *, stride: int | None = None
+    ) -> Iterator[tuple[str, str]]:
+        """``(doc_id, passage)`` rows that each fit this encoder (:func:`~jaxir.data.passages.split_passages`).
+
+        Encoding them with :func:`encode_corpus` gives a MaxP index: several rows per
+        document id, which :func:`jaxir.search.retrieve.retrieve` scores by the best row.
+        """
+        return split_passages(
+            documents, self.tokenizer, max_length=self.max_length, stride=stride, prefix=self.prefix
+        )
 
     @property
     def dtype(self) -> str:

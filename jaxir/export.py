@@ -61,8 +61,10 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import pathlib
@@ -320,6 +322,11 @@ class Bundle:
     searcher: Searcher
     doc_ids: list[str]
 
+    @functools.cached_property
+    def rows_per_doc(self) -> int:
+        """The most index rows of one document (> 1 for a passage-split, MaxP index)."""
+        return max(collections.Counter(self.doc_ids).values(), default=1)
+
     @property
     def metrics(self) -> dict[str, float]:
         """The evaluation results recorded at export (may be empty)."""
@@ -345,7 +352,13 @@ class Bundle:
     ) -> Run:
         """``{query_id: {doc_id: score}}`` for ``{query_id: text | Query}`` (or a list: ids ``"0"``...)."""
         return retrieve(
-            self.encoder, self.searcher, self.doc_ids, queries, k, batch_size=batch_size
+            self.encoder,
+            self.searcher,
+            self.doc_ids,
+            queries,
+            k,
+            batch_size=batch_size,
+            rows_per_doc=self.rows_per_doc,
         )
 
 

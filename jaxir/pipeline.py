@@ -87,12 +87,16 @@ def quickstart(
     model = load_dual_encoder(trained.model_dir)
     tokenizer = data_lib.load_tokenizer(trained.model_dir / "query")
     _, passage_encoder = tower_encoders(model, tokenizer)
+    documents = data_lib.iter_corpus(beir)
+    if config.index.split_documents:  # MaxP: rows are passages, several per document id
+        stride = config.index.passage_stride or None
+        documents = passage_encoder.passages(documents, stride=stride)
     store = encode_corpus(
         passage_encoder,
-        data_lib.iter_corpus(beir),
+        documents,
         workdir / "embeddings",
         progress=progress,
-        total=len(test.corpus),
+        total=None if config.index.split_documents else len(test.corpus),
     )
     seconds["encode"] = time.perf_counter() - tick
 

@@ -17,6 +17,8 @@ of them.
 Example:
   jaxir encode --model runs/d1/export/model --data ../shared/data/scifact \\
       --out emb/scifact --pooling mean --normalize --max-length 256
+  # long documents: one row per 256-token passage, a document scores its best (MaxP)
+  jaxir encode ... --split-documents --stride 128
 """
 
 from __future__ import annotations
@@ -72,6 +74,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=256,
         help="tokens per text, special tokens included; longer texts are truncated "
         "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--split-documents",
+        action="store_true",
+        help="index each document as overlapping passages of at most --max-length tokens "
+        "(rows share the document's id; search scores a document by its best passage, MaxP) "
+        "instead of truncating it",
+    )
+    parser.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        metavar="TOKENS",
+        help="with --split-documents: tokens between passage starts (default: half a passage)",
     )
     parser.add_argument(
         "--shard-size",
@@ -147,6 +163,12 @@ def run(args: argparse.Namespace) -> int:
         mesh=mesh,
     )
     records, total = _records(args.data, args.what)
+    if args.split_documents:
+        if args.what != "corpus":
+            raise ValueError(
+                "--split-documents applies to --what corpus only (queries are not split)"
+            )
+        records, total = encoder.passages(records, stride=args.stride), None
     kept = _stored_count(args.out) if args.resume else 0
     start = time.perf_counter()
     store = encode_corpus(

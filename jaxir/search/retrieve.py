@@ -36,6 +36,8 @@ Example:
 
 from __future__ import annotations
 
+import collections
+import heapq
 from collections.abc import Mapping, Sequence
 
 import transformers
@@ -89,8 +91,14 @@ def retrieve(
     *,
     batch_size: int = 1024,
     encode_batch_size: int = 64,
+    rows_per_doc: int | None = None,
 ) -> Run:
     """Top-``k`` documents for every query: ``{query_id: {doc_id: score}}``.
+
+    An index may hold several rows (passages) per document id, as
+    :func:`jaxir.data.passages.split_passages` makes them: a document then scores its
+    best row's score (MaxP), and ``k * rows_per_doc`` rows are searched so that ``k``
+    distinct documents come back.
 
     Args:
       query_encoder: turns query texts into ``[Q, D]`` vectors; its pooling,
@@ -102,6 +110,8 @@ def retrieve(
       k: documents per query (fewer when the searcher returns padding).
       batch_size: queries encoded and searched per step.
       encode_batch_size: rows per encoder forward pass.
+      rows_per_doc: the most rows any document has in ``doc_ids`` (``None``: counted
+        here, ``O(N)``; pass it when calling repeatedly over a large index).
 
     Returns:
       A :data:`~jaxir.data.runs.Run` with an entry for every query, in input order.
@@ -123,13 +133,21 @@ def retrieve(
             f"the query encoder makes {query_encoder.dim}-d vectors but the searcher holds "
             f"{searcher.dim}-d ones; use the encoder the documents were encoded with"
         )
+    if rows_per_doc is None:
+        rows_per_doc = max(collections.Counter(doc_ids).values(), default=1)
+    rows = min(k * rows_per_doc, searcher.num_docs)
     qids, texts = query_texts(queries)
     run: Run = {}
     for start in range(0, len(texts), batch_size):
         chunk = texts[start : start + batch_size]
         q_bd = query_encoder.encode(chunk, batch_size=encode_batch_size)
-        scores_bk, indices_bk = searcher.search(q_bd, k)
+        scores_bk, indices_bk = searcher.search(q_bd, rows)
         run.update(run_from_topk(qids[start : start + batch_size], doc_ids, scores_bk, indices_bk))
+    if rows_per_doc > 1:
+        run = {
+            qid: dict(heapq.nlargest(k, row.items(), key=lambda x: x[1]))
+            for qid, row in run.items()
+        }
     return run
 
 
@@ -174,6 +192,8 @@ def dense_search_run(
     k: int = 100,
     batch_size: int = 64,
     mesh: Mesh | None = None,
+    split_documents: bool = False,
+    stride: int | None = None,
 ) -> Run:
     """Encode ``corpus`` and ``queries`` with ``model`` and return the exact top-``k`` run.
 
@@ -186,6 +206,11 @@ def dense_search_run(
       batch_size: rows per encoder forward pass.
       mesh: optional device mesh for encoding and search (default: all devices for
         the search, one device for encoding).
+      split_documents: index every document as overlapping passages that fit the
+        passage tower (:func:`~jaxir.data.passages.split_passages`) and score it by its
+        best one (MaxP); ``False`` reads each document's first ``passage_max_length``
+        tokens (FirstP).
+      stride: tokens between passage starts when splitting (``None``: half a window).
 
     Cost: one pass of the passage tower over the corpus (``[N, D]`` float32 on the
     host, then on device) and one of the query tower; search is exact.
@@ -193,8 +218,14 @@ def dense_search_run(
     if not corpus:
         raise ValueError("corpus is empty; there is nothing to search")
     query_encoder, passage_encoder = tower_encoders(model, tokenizer, mesh=mesh)
-    doc_ids = list(corpus)
-    texts = [d.full_text if isinstance(d, Document) else d for d in corpus.values()]
-    docs_nd = passage_encoder.encode(texts, batch_size=batch_size)
+    if split_documents:
+        documents = (doc if isinstance(doc, Document) else (d, doc) for d, doc in corpus.items())
+        rows = list(passage_encoder.passages(documents, stride=stride))
+    else:
+        rows = [
+            (d, doc.full_text if isinstance(doc, Document) else doc) for d, doc in corpus.items()
+        ]
+    doc_ids = [d for d, _ in rows]
+    docs_nd = passage_encoder.encode([text for _, text in rows], batch_size=batch_size)
     searcher = ExactSearcher(docs_nd, mesh=mesh)
     return retrieve(query_encoder, searcher, doc_ids, queries, k=k, encode_batch_size=batch_size)

@@ -67,3 +67,42 @@ def test_dense_search_run_untied_uses_each_tower(tokenizer, beir):
     _, order = brute_force(q_qd, d_nd, 4)
     doc_ids = list(beir.corpus)
     assert [list(docs) for docs in run.values()] == [[doc_ids[i] for i in o] for o in order]
+
+
+def test_maxp_scores_a_document_by_its_best_passage(tokenizer):
+    """Several rows per id: k distinct documents, each with its best row's score."""
+    query_enc, passage_enc = tower_encoders(tiny_dual_encoder(), tokenizer)
+    texts = ["cats purr", "dogs bark", "fish swim", "birds sing", "cats sleep", "dogs run"]
+    doc_ids = ["a", "b", "c", "a", "b", "d"]
+    d_nd = passage_enc.encode(texts)
+    q_qd = query_enc.encode(["cats", "dogs bark loudly"])
+    run = retrieve(query_enc, ExactSearcher(d_nd), doc_ids, ["cats", "dogs bark loudly"], k=3)
+    for row, qid in enumerate(("0", "1")):
+        best = {}
+        for doc, score in zip(doc_ids, (q_qd @ d_nd.T)[row]):
+            best[doc] = max(best.get(doc, -np.inf), score)
+        expected = sorted(best.items(), key=lambda x: -x[1])[:3]
+        assert [d for d, _ in expected] == list(run[qid])
+        np.testing.assert_allclose([s for _, s in expected], list(run[qid].values()), atol=1e-5)
+
+
+def test_dense_search_run_split_documents(tokenizer):
+    """Long documents split into passages find a match in their tail that FirstP misses."""
+    model = tiny_dual_encoder()
+    filler = " ".join(["the study measured outcomes in patients"] * 12)
+    corpus = {"long": filler + " zebra giraffe savanna", "other": "kitchen recipes bread"}
+    queries = {"q": "zebra giraffe savanna"}
+    split = dense_search_run(model, tokenizer, corpus, queries, k=2, split_documents=True)
+    whole = dense_search_run(model, tokenizer, corpus, queries, k=2)
+    assert set(split["q"]) == {"long", "other"}
+    _, passage_enc = tower_encoders(model, tokenizer)
+    query_enc, _ = tower_encoders(model, tokenizer)
+    rows = list(passage_enc.passages(corpus.items()))
+    assert len(rows) > 2
+    best = max(
+        float(query_enc.encode(["zebra giraffe savanna"])[0] @ passage_enc.encode([t])[0])
+        for d, t in rows
+        if d == "long"
+    )
+    np.testing.assert_allclose(split["q"]["long"], best, atol=1e-5)
+    assert split["q"]["long"] > whole["q"]["long"]

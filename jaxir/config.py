@@ -43,7 +43,7 @@ class DataConfig:
     max_passage_length: int = 128
     negatives: str = "bm25"  # "bm25" or "none" (in-batch negatives only)
     bm25_rank_window: tuple[int, int] = (3, 30)
-    validation_queries: int = 100
+    validation_queries: int = 100  # held out of training for dev metrics; 0: train on all
     validation_corpus: int = 2000
 
 

@@ -4,7 +4,8 @@ The run, in order:
 
 1. data: the BEIR collection at ``config.data.path`` (or the embedded synthetic one),
    training groups = train qrels + BM25 hard negatives (cached in ``workdir/groups.jsonl``),
-   a dev set held out from the training queries (never the test split);
+   a dev set held out from the training queries (never the test split; none with
+   ``data.validation_queries=0``);
 2. tokenizer: the one next to ``config.model.init`` when that is a model directory, a
    given ``config.model.vocab`` directory, or a WordPiece vocabulary trained on the corpus;
 3. state: built abstractly and materialized sharded over the ``data x fsdp x tensor`` mesh;
@@ -231,7 +232,7 @@ def train(
         query_prefix=mc.query_prefix,
         passage_prefix=mc.passage_prefix,
     )
-    dev = _validation_set(config, corpus, queries, dev_qrels, tokenizer, tc.seed)
+    dev = dev_qrels and _validation_set(config, corpus, queries, dev_qrels, tokenizer, tc.seed)
 
     encoder_config, pretrained = _encoder_config(mc, len(tokenizer))
     spec = dual_encoder_spec(config)
@@ -309,7 +310,7 @@ def train(
                 elapsed = time.perf_counter() - tick
                 record["examples_per_s"] = seen / elapsed
                 tick, seen = time.perf_counter(), 0
-            if done % tc.eval_every == 0 or last_step:
+            if dev and (done % tc.eval_every == 0 or last_step):
                 scores = validate(nnx.merge(graphdef, state.params), dev)
                 record |= {f"dev/{k}": v for k, v in scores.items()}
             logger.write(done, record)

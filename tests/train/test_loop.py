@@ -1,5 +1,6 @@
 """The training run: exact resume after SIGKILL, corrupted checkpoints, non-finite loss."""
 
+import json
 import os
 import pathlib
 import signal
@@ -84,3 +85,16 @@ def test_init_from_hugging_face_directory_loads_trained_weights(tmp_path):
     # Starts from the trained tower (and its tokenizer), not from a random init.
     assert losses_by_step(second.workdir)[1] < losses_by_step(first.workdir)[1]
     assert (tmp_path / "b" / "tokenizer").exists() is False
+
+
+def test_no_validation_queries_trains_on_every_query(tmp_path):
+    config = override(load_config(CONFIG, "2"), ["data.validation_queries=0"])
+    result = train(config, tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records and not any(k.startswith("dev/") for r in records for k in r)
+    held_out = train(load_config(CONFIG, "2"), tmp_path / "dev", progress=False)
+    groups, fewer = (
+        {json.loads(line)["query"] for line in (r.workdir / "groups.jsonl").open()}
+        for r in (result, held_out)
+    )
+    assert fewer < groups

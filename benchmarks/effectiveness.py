@@ -17,7 +17,7 @@ Both dense retrievers are the *identical* setup, differing only in the framework
 * data: phase 1 (30% of the budget) trains on inverse-cloze groups cut from the corpus
   (:func:`jaxir.data.ict.ict_groups`: a random sentence as query, the rest of the
   document as positive); phase 2 (70%) trains on the SciFact train qrels with BM25 hard
-  negatives (minus the dev queries that jaxir holds out), read by the twin from the
+  negatives (all training queries: ``data.validation_queries=0``), read by the twin from the
   ``groups.jsonl`` jaxir's phase 2 wrote. The twin draws its batches from the very same
   seeded :class:`jaxir.data.pipeline.TrainingData` iterator, so both see identical
   batches in identical order: 32 queries, each with its positive and 1 hard negative
@@ -34,7 +34,7 @@ Both dense retrievers are the *identical* setup, differing only in the framework
   spent, clock started before the first step (jaxir: compile included), checked after
   every step, exactly as ``jaxir.train`` does. jaxir's phase 2 reuses the train step
   compiled in phase 1 through a persistent compilation cache that starts empty. Tokenization happens before the clock
-  in both. jaxir validates and checkpoints only at its last step (after the budget).
+  in both. jaxir checkpoints only at its last step (after the budget) and does not validate.
   The twin pads each batch only to its longest row (as sentence-transformers'
   tokenization does), jaxir to the fixed lengths (one compiled program).
 
@@ -42,7 +42,11 @@ Frameworks alternate (jaxir phase 1, twin phase 1, jaxir phase 2, twin phase 2) 
 background load hits both alike; the load average is printed for every phase.
 Evaluation is exact top-100 search over the full corpus with the SciFact test queries
 (jaxir: :func:`jaxir.search.retrieve.dense_search_run`; twin: ``model.encode`` +
-numpy brute force), scored by :func:`jaxir.eval.evaluate`. BM25 is
+numpy brute force), scored by :func:`jaxir.eval.evaluate`. With the config's
+``index.split_documents`` (on in ``configs/dense_scifact.py``: 89% of SciFact abstracts
+are longer than 192 tokens) both index every document as the same overlapping
+192-token passages (:func:`jaxir.data.passages.split_passages`) and score it by its
+best passage (MaxP). BM25 is
 :func:`jaxir.data.bm25_search` (bm25s defaults, stopwords, Snowball stemming). The
 untrained shared initialization is scored too (bag-of-words effect of random encoders).
 
@@ -497,11 +501,11 @@ def main() -> None:
     num_queries = args.queries or (100 if args.quick else None)
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
-    # Validation (a dev signal only) and checkpoints at the last step, i.e. after the budget.
+    # Checkpoints only at the last step (after the budget); no validation.
     extra = [
         "train.eval_every=1000000",
         "train.checkpoint_every=1000000",
-        f"data.validation_corpus={500 if args.quick else 1000}",
+        "data.validation_queries=0",  # no dev split: both train on every training query
         *args.set,
     ]
     config = config_lib.load_config(args.config)

@@ -61,7 +61,6 @@ Example:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime
 import functools
@@ -85,7 +84,7 @@ from jaxir.index import ExactSearcher, Searcher, load_searcher
 from jaxir.index.base import file_sha256
 from jaxir.models import hf
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, load_spec
-from jaxir.search.retrieve import retrieve
+from jaxir.search.retrieve import max_rows_per_doc, retrieve
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -325,7 +324,7 @@ class Bundle:
     @functools.cached_property
     def rows_per_doc(self) -> int:
         """The most index rows of one document (> 1 for a passage-split, MaxP index)."""
-        return max(collections.Counter(self.doc_ids).values(), default=1)
+        return max_rows_per_doc(self.doc_ids)
 
     @property
     def metrics(self) -> dict[str, float]:

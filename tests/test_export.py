@@ -10,7 +10,7 @@ from jaxir.data.synthetic import make_collection
 from jaxir.encode import encode_corpus
 from jaxir.export import BUNDLE_VERSION, BundleError, export_bundle, load_bundle
 from jaxir.index import load_searcher
-from jaxir.search import retrieve, tower_encoders
+from jaxir.search import dense_search_run, retrieve, tower_encoders
 from tests.search.tiny import bert_tokenizer, save_tiny_dual_encoder, tiny_dual_encoder
 
 
@@ -158,3 +158,18 @@ def test_export_refuses_inconsistent_inputs(parts, exact_bundle, tmp_path):
         export_bundle(model_dir, store, exact_bundle, index="exact")
     with pytest.raises(BundleError, match="index must be one of"):
         export_bundle(model_dir, store, tmp_path / "c", index="faiss")
+
+
+def test_passage_split_store_serves_documents_by_their_best_passage(parts, tmp_path):
+    """A MaxP store (several rows per id) exports and serves whole documents."""
+    model_dir, _, beir, _, tokenizer, model = parts
+    _, passage_enc = tower_encoders(model, tokenizer)
+    rows = list(passage_enc.passages(beir.corpus.values()))
+    assert len(rows) > len(beir.corpus)  # the 32-token towers split the longer documents
+    store = encode_corpus(passage_enc, rows, tmp_path / "emb", progress=False)
+    bundle = load_bundle(export_bundle(model_dir, store, tmp_path / "maxp", index="exact"))
+    assert bundle.rows_per_doc > 1
+    served = bundle.search_run(beir.queries, k=5)
+    assert all(len(docs) == 5 for docs in served.values())
+    want = dense_search_run(model, tokenizer, beir.corpus, beir.queries, k=5, split_documents=True)
+    assert_same_run(served, want)

@@ -9,7 +9,8 @@ aggregation whenever the index holds several rows per document id.
 
 Windows hold whole words (the tokenizer's pre-tokenized words, cut back into the text
 through character offsets), so every passage fits ``max_length`` with the special
-tokens and is tokenized exactly as it was inside the document. A document's
+tokens and is tokenized as it was inside the document (exactly for WordPiece; a
+byte-level BPE tokenizer may spell a window's first word without its leading space). A document's
 title starts each of its passages, as in BEIR's ``title + " " + text``; a title longer
 than half the window is not repeated (it is read as the start of the text). Windows
 start about ``stride`` tokens apart (default: half a window) and overlap, and the last

@@ -49,7 +49,7 @@ from jaxir.encode import TextEncoder
 from jaxir.index import ExactSearcher, Searcher
 from jaxir.models.dual_encoder import DualEncoder
 
-__all__ = ["dense_search_run", "query_texts", "retrieve", "tower_encoders"]
+__all__ = ["dense_search_run", "max_rows_per_doc", "query_texts", "retrieve", "tower_encoders"]
 
 
 def query_texts(
@@ -80,6 +80,15 @@ def query_texts(
             raise TypeError(f"query {qid!r}: expected a str or Query, got {type(value).__name__}")
         texts.append(text)
     return ids, texts
+
+
+def max_rows_per_doc(doc_ids: Sequence[str]) -> int:
+    """The most rows any one document id has (1 for an index of whole documents).
+
+    >>> max_rows_per_doc(["a", "b", "a"]), max_rows_per_doc([])
+    (2, 1)
+    """
+    return max(collections.Counter(doc_ids).values(), default=1)
 
 
 def retrieve(
@@ -134,7 +143,7 @@ def retrieve(
             f"{searcher.dim}-d ones; use the encoder the documents were encoded with"
         )
     if rows_per_doc is None:
-        rows_per_doc = max(collections.Counter(doc_ids).values(), default=1)
+        rows_per_doc = max_rows_per_doc(doc_ids)
     rows = min(k * rows_per_doc, searcher.num_docs)
     qids, texts = query_texts(queries)
     run: Run = {}

@@ -25,6 +25,17 @@ def stage(tmp_path_factory):
     return root
 
 
+def test_encode_split_documents_writes_passage_rows(stage, capsys):
+    model, beir = stage / "model" / "query", stage / "beir"
+    args = ["encode", "--model", str(model), "--data", str(beir), "--max-length", "16"]
+    assert main([*args, "--out", str(stage / "emb_split"), "--split-documents"]) == 0
+    ids = (stage / "emb_split" / "ids-00000.txt").read_text().split()
+    assert len(ids) > len(set(ids)) == 24  # every document, the longer ones in passages
+    capsys.readouterr()
+    assert main([*args, "--out", str(stage / "q"), "--what", "queries", "--split-documents"]) == 1
+    assert "--split-documents applies to --what corpus only" in capsys.readouterr().err
+
+
 def test_index_reports_recall_and_build_time(stage, capsys):
     assert main(["index", str(stage / "emb"), "--out", str(stage / "idx"), "--kind", "exact"]) == 0
     out = capsys.readouterr().out

@@ -93,11 +93,12 @@ from jaxir.config import IndexConfig
 from jaxir.data.ict import ict_groups
 from jaxir.data.passages import split_passages
 from jaxir.data.pipeline import TrainingData
+from jaxir.data.runs import run_from_topk
 from jaxir.eval.evaluate import evaluate
 from jaxir.models import hf
 from jaxir.models.bert import PRESETS
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, load_dual_encoder
-from jaxir.search.retrieve import dense_search_run, tower_encoders
+from jaxir.search.retrieve import dense_search_run, max_rows_per_doc, tower_encoders
 from jaxir.train.loop import dual_encoder_spec, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -255,26 +256,25 @@ def st_search(
     model = st_model(path)
     model.eval()
     model.max_seq_length = spec.passage_max_length
-    doc_ids = list(corpus)
-    rows = [(d, corpus[d].full_text) for d in doc_ids]
+    rows = [(d, doc.full_text) for d, doc in corpus.items()]
     if index.split_documents:
         tokenizer = data_lib.load_tokenizer(path)
-        stride = index.passage_stride or None
         rows = list(
             split_passages(
-                corpus.values(), tokenizer, max_length=spec.passage_max_length, stride=stride
+                corpus.values(),
+                tokenizer,
+                max_length=spec.passage_max_length,
+                stride=index.passage_stride,
             )
         )
     passages = model.encode([t for _, t in rows], batch_size=64, normalize_embeddings=True)
     model.max_seq_length = spec.query_max_length
     qids = list(queries)
     q = model.encode([queries[i].full_text for i in qids], batch_size=64, normalize_embeddings=True)
-    row_scores = q @ passages.T
-    position = {d: j for j, d in enumerate(doc_ids)}
-    scores = np.full((len(qids), len(doc_ids)), -np.inf, dtype=row_scores.dtype)
-    np.maximum.at(scores.T, np.array([position[d] for d, _ in rows]), row_scores.T)
-    top = np.argsort(-scores, axis=1)[:, :100]
-    return {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(qids)}
+    scores = q @ passages.T
+    row_ids = [d for d, _ in rows]
+    top = np.argsort(-scores, axis=1)[:, : 100 * max_rows_per_doc(row_ids)]
+    return run_from_topk(qids, row_ids, np.take_along_axis(scores, top, axis=1), top, k=100)
 
 
 # --- jaxir -----------------------------------------------------------------------------
@@ -303,7 +303,7 @@ def jaxir_search(model_dir: pathlib.Path, corpus: dict, queries: dict, index: In
 
 def splitting(index: IndexConfig) -> dict:
     """``dense_search_run`` arguments for the config's document splitting (MaxP or FirstP)."""
-    return dict(split_documents=index.split_documents, stride=index.passage_stride or None)
+    return dict(split_documents=index.split_documents, stride=index.passage_stride)
 
 
 def parity_check(init: pathlib.Path, spec: DualEncoderSpec, texts: list[str]) -> float:
@@ -343,6 +343,18 @@ def run_seed(
     config = config_lib.override(config, [f"train.seed={seed}", *extra])
     init = root / "init"
     spec = write_init(config, corpus, init, seed)
+    lengths = [
+        len(ids)
+        for ids in data_lib.load_tokenizer(init)([d.full_text for d in eval_corpus.values()])[
+            "input_ids"
+        ]
+    ]
+    longer = sum(n > spec.passage_max_length for n in lengths)
+    print(
+        f"[seed {seed}] {longer} of {len(lengths)} documents ({longer / len(lengths):.0%}) are "
+        f"longer than {spec.passage_max_length} tokens; split_documents={config.index.split_documents}",
+        flush=True,
+    )
     diff = parity_check(init, spec, [q.full_text for q in list(test_queries.values())[:16]])
     ict = root / "ict.jsonl"
     data_lib.write_groups(ict_groups(corpus, seed=seed), ict)

@@ -185,7 +185,7 @@ class TextEncoder:
             sharding.shard_model(model, mesh)
 
     def passages(
-        self, documents: Iterable[Document | tuple[str, str]], *, stride: int | None = None
+        self, documents: Iterable[Document | tuple[str, str]], *, stride: int = 0
     ) -> Iterator[tuple[str, str]]:
         """``(doc_id, passage)`` rows that each fit this encoder (:func:`~jaxir.data.passages.split_passages`).
 

@@ -89,8 +89,7 @@ def quickstart(
     _, passage_encoder = tower_encoders(model, tokenizer)
     documents = data_lib.iter_corpus(beir)
     if config.index.split_documents:  # MaxP: rows are passages, several per document id
-        stride = config.index.passage_stride or None
-        documents = passage_encoder.passages(documents, stride=stride)
+        documents = passage_encoder.passages(documents, stride=config.index.passage_stride)
     store = encode_corpus(
         passage_encoder,
         documents,

@@ -85,9 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stride",
         type=int,
-        default=None,
+        default=0,
         metavar="TOKENS",
-        help="with --split-documents: tokens between passage starts (default: half a passage)",
+        help="with --split-documents: tokens between passage starts (default 0: half a passage)",
     )
     parser.add_argument(
         "--shard-size",
@@ -151,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
     from jaxir import sharding
     from jaxir.encode import encode_corpus, load_encoder
 
+    if args.split_documents and args.what != "corpus":
+        raise ValueError("--split-documents applies to --what corpus only (queries are not split)")
     prefix = _default_prefix(args.model, args.what) if args.prefix is None else args.prefix
     mesh = sharding.make_mesh(data=-1) if jax.device_count() > 1 else None
     encoder = load_encoder(
@@ -164,10 +166,6 @@ def run(args: argparse.Namespace) -> int:
     )
     records, total = _records(args.data, args.what)
     if args.split_documents:
-        if args.what != "corpus":
-            raise ValueError(
-                "--split-documents applies to --what corpus only (queries are not split)"
-            )
         records, total = encoder.passages(records, stride=args.stride), None
     kept = _stored_count(args.out) if args.resume else 0
     start = time.perf_counter()

@@ -95,7 +95,7 @@ def split_passages(
     tokenizer: transformers.PreTrainedTokenizerBase,
     *,
     max_length: int,
-    stride: int | None = None,
+    stride: int = 0,
     prefix: str = "",
     batch_size: int = 512,
 ) -> Iterator[tuple[str, str]]:
@@ -106,7 +106,7 @@ def split_passages(
         read lazily ``batch_size`` at a time.
       tokenizer: a fast tokenizer (offsets are needed): the encoder's.
       max_length: the encoder's maximum length in tokens, special tokens included.
-      stride: tokens between window starts; ``None``: half a window.
+      stride: tokens between window starts; 0: half a window.
       prefix: text the encoder prepends to every input (its tokens take room too).
       batch_size: documents tokenized together.
 

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -134,6 +135,7 @@ def run_from_topk(
     doc_ids: Sequence[str],
     scores_qk: Any,
     indices_qk: Any,
+    k: int | None = None,
 ) -> Run:
     """Turn top-k arrays (e.g. from ``jax.lax.top_k`` or a searcher) into a :data:`Run`.
 
@@ -144,8 +146,15 @@ def run_from_topk(
       indices_qk: ``[Q, K]`` integer document indices; entries ``< 0`` are padding
         (fewer than K results) and are skipped.
 
-    If a row names a document twice the higher score is kept. Every query gets an
-    entry, possibly ``{}``. Raises ValueError on mismatched shapes or indices ``>= N``.
+      k: keep at most this many documents per query (the best); ``None``: all.
+
+    If a row names a document twice the higher score is kept, so an index with several
+    rows (passages) per document scores each document by its best row (MaxP). Every
+    query gets an entry, possibly ``{}``, best first. Raises ValueError on mismatched
+    shapes or indices ``>= N``.
+
+    >>> run_from_topk(["q"], ["a", "b", "a"], [[0.9, 0.8, 0.7]], [[0, 2, 1]], k=2)
+    {'q': {'a': 0.9, 'b': 0.7}}
     """
     scores_qk = np.asarray(scores_qk, dtype=np.float64)
     indices_qk = np.asarray(indices_qk)
@@ -169,4 +178,6 @@ def run_from_topk(
             did = doc_ids[index]
             if did not in row or score > row[did]:
                 row[did] = score
+        if k is not None and len(row) > k:
+            run[qid] = dict(heapq.nlargest(k, row.items(), key=lambda item: item[1]))
     return run

@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import collections
-import heapq
 from collections.abc import Mapping, Sequence
 
 import transformers
@@ -151,12 +150,8 @@ def retrieve(
         chunk = texts[start : start + batch_size]
         q_bd = query_encoder.encode(chunk, batch_size=encode_batch_size)
         scores_bk, indices_bk = searcher.search(q_bd, rows)
-        run.update(run_from_topk(qids[start : start + batch_size], doc_ids, scores_bk, indices_bk))
-    if rows_per_doc > 1:
-        run = {
-            qid: dict(heapq.nlargest(k, row.items(), key=lambda x: x[1]))
-            for qid, row in run.items()
-        }
+        batch_qids = qids[start : start + batch_size]
+        run.update(run_from_topk(batch_qids, doc_ids, scores_bk, indices_bk, k=k))
     return run
 
 
@@ -202,7 +197,7 @@ def dense_search_run(
     batch_size: int = 64,
     mesh: Mesh | None = None,
     split_documents: bool = False,
-    stride: int | None = None,
+    stride: int = 0,
 ) -> Run:
     """Encode ``corpus`` and ``queries`` with ``model`` and return the exact top-``k`` run.
 
@@ -219,7 +214,7 @@ def dense_search_run(
         passage tower (:func:`~jaxir.data.passages.split_passages`) and score it by its
         best one (MaxP); ``False`` reads each document's first ``passage_max_length``
         tokens (FirstP).
-      stride: tokens between passage starts when splitting (``None``: half a window).
+      stride: tokens between passage starts when splitting (0: half a window).
 
     Cost: one pass of the passage tower over the corpus (``[N, D]`` float32 on the
     host, then on device) and one of the query tower; search is exact.

@@ -104,7 +104,6 @@ from jaxir.train.loop import dual_encoder_spec, train
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "dense_scifact.py"
 METRICS = ("nDCG@10", "R@100")
-ICT_SHARE = 0.3
 NAMES = {"jaxir": "jaxir", "peer": "sentence-transformers twin"}
 VOCAB_SIZE = 8192  # as jaxir.train builds it for a preset model
 TOKENIZER_FILES = (
@@ -118,6 +117,17 @@ TOKENIZER_FILES = (
 
 def load_average() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How one seed runs: the budget and its split, and which systems train."""
+
+    budget: float  # seconds per framework
+    ict_share: float = 0.3  # of the budget spent on phase 1 (ICT)
+    ict_keep: float = 0.1  # chance the ICT query sentence stays in its passage
+    twin: bool = True  # False: jaxir only (recipe trials; no RESULT vs the twin)
+    score_phase1: bool = False
 
 
 @dataclasses.dataclass
@@ -329,14 +339,13 @@ def parity_check(init: pathlib.Path, spec: DualEncoderSpec, texts: list[str]) ->
 def run_seed(
     config: config_lib.DenseRunConfig,
     seed: int,
-    budget: float,
+    protocol: Protocol,
     corpus: dict,
     eval_corpus: dict,
     test_queries: dict,
     test_qrels: dict,
     root: pathlib.Path,
     extra: list[str],
-    score_phase1: bool,
 ) -> dict:
     """Both frameworks' two phases from one shared init, then the test scores."""
     root.mkdir(parents=True)
@@ -355,11 +364,14 @@ def run_seed(
         f"longer than {spec.passage_max_length} tokens; split_documents={config.index.split_documents}",
         flush=True,
     )
-    diff = parity_check(init, spec, [q.full_text for q in list(test_queries.values())[:16]])
+    out: dict = {"seed": seed, "jaxir": {}}
+    if protocol.twin:
+        texts = [q.full_text for q in list(test_queries.values())[:16]]
+        out |= {"parity_max_abs_diff": parity_check(init, spec, texts), "peer": {}}
     ict = root / "ict.jsonl"
-    data_lib.write_groups(ict_groups(corpus, seed=seed), ict)
-    phase1, phase2 = ICT_SHARE * budget, (1 - ICT_SHARE) * budget
-    out = {"seed": seed, "parity_max_abs_diff": diff, "jaxir": {}, "peer": {}}
+    data_lib.write_groups(ict_groups(corpus, seed=seed, keep_probability=protocol.ict_keep), ict)
+    phase1 = protocol.ict_share * protocol.budget
+    phase2 = protocol.budget - phase1
     scores = {}
 
     def ev(run: dict) -> dict:
@@ -384,7 +396,8 @@ def run_seed(
         jx1,
     )
     st1 = root / "st_ict"
-    out["peer"]["ict"] = st_train(init, data_lib.read_groups(ict), config, phase1, st1)
+    if protocol.twin:
+        out["peer"]["ict"] = st_train(init, data_lib.read_groups(ict), config, phase1, st1)
     print(f"[seed {seed}] phase 2 (train qrels + BM25 negatives, {phase2:.0f} s each) ...")
     jx2 = root / "jaxir_qrels"
     out["jaxir"]["qrels"] = jaxir_train(
@@ -392,17 +405,19 @@ def run_seed(
     )
     check_same_tokenizer(init, jx2 / "model" / "query")
     st2 = root / "st_qrels"
-    out["peer"]["qrels"] = st_train(
-        st1, data_lib.read_groups(jx2 / "groups.jsonl"), config, phase2, st2
-    )
+    if protocol.twin:
+        groups = data_lib.read_groups(jx2 / "groups.jsonl")
+        out["peer"]["qrels"] = st_train(st1, groups, config, phase2, st2)
 
     print(f"[seed {seed}] evaluating ...", flush=True)
     scores["jaxir"] = ev(jaxir_search(jx2 / "model", eval_corpus, test_queries, config.index))
-    scores["peer"] = ev(st_search(st2, spec, eval_corpus, test_queries, config.index))
-    if score_phase1:
+    if protocol.twin:
+        scores["peer"] = ev(st_search(st2, spec, eval_corpus, test_queries, config.index))
+    if protocol.score_phase1:
         scores["jaxir_ict_only"] = ev(
             jaxir_search(jx1 / "model", eval_corpus, test_queries, config.index)
         )
+    if protocol.score_phase1 and protocol.twin:
         scores["peer_ict_only"] = ev(st_search(st1, spec, eval_corpus, test_queries, config.index))
     out["scores"] = scores
     steps = {k: f"{v['ict'].steps}+{v['qrels'].steps}" for k, v in out.items() if k in NAMES}
@@ -462,7 +477,9 @@ def report(results: list[dict], bm25: dict, batch_size: int) -> None:
             print(
                 f"{r['seed']:<6}{name:<34}{s['nDCG@10']:>9.4f}{s['R@100']:>8.4f}{steps:>20}{ex:>8}{load:>14}"
             )
-        print(f"{'':<6}(parity at init: max |embedding diff| {r['parity_max_abs_diff']:.1e})")
+        if "parity_max_abs_diff" in r:
+            diff = r["parity_max_abs_diff"]
+            print(f"{'':<6}(parity at init: max |embedding diff| {diff:.1e})")
     if len(results) > 1:
         print()
         for key, name in names.items():
@@ -471,12 +488,12 @@ def report(results: list[dict], bm25: dict, batch_size: int) -> None:
                 continue
             print(f"mean over {len(results)} seeds, {name:<28} nDCG@10 {mean_std(values)}")
     ours = statistics.mean(r["scores"]["jaxir"]["nDCG@10"] for r in results)
-    peer = statistics.mean(r["scores"]["peer"]["nDCG@10"] for r in results)
+    peers = [("effectiveness_vs_bm25", "bm25s", bm25["nDCG@10"])]
+    if all("peer" in r["scores"] for r in results):
+        twin = statistics.mean(r["scores"]["peer"]["nDCG@10"] for r in results)
+        peers.insert(0, ("effectiveness_vs_sentence_transformers", "sentence-transformers", twin))
     print()
-    for name, peer_name, value in (
-        ("effectiveness_vs_sentence_transformers", "sentence-transformers", peer),
-        ("effectiveness_vs_bm25", "bm25s", bm25["nDCG@10"]),
-    ):
+    for name, peer_name, value in peers:
         record = {
             "name": name,
             "unit": "nDCG@10",
@@ -504,12 +521,32 @@ def main() -> None:
     parser.add_argument(
         "--score-phase1", action="store_true", help="also score both models after phase 1"
     )
+    parser.add_argument(
+        "--jaxir-only",
+        action="store_true",
+        help="train and score jaxir only (recipe trials: half the time, no twin RESULT)",
+    )
+    parser.add_argument(
+        "--ict-share", type=float, default=0.3, help="share of the budget for phase 1 (ICT)"
+    )
+    parser.add_argument(
+        "--ict-keep",
+        type=float,
+        default=0.1,
+        help="chance the ICT query sentence stays in its passage (ORQA: 0.1)",
+    )
     parser.add_argument("--config", default=str(CONFIG))
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
     parser.add_argument("--workdir", default=None, help="keep run files here (default: temp)")
     parser.add_argument("--torch-threads", type=int, default=None, help="default: CPU count")
     args = parser.parse_args()
-    budget = args.budget_seconds or (60.0 if args.quick else 600.0)
+    protocol = Protocol(
+        budget=args.budget_seconds or (60.0 if args.quick else 600.0),
+        ict_share=args.ict_share,
+        ict_keep=args.ict_keep,
+        twin=not args.jaxir_only,
+        score_phase1=args.score_phase1,
+    )
     num_queries = args.queries or (100 if args.quick else None)
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
@@ -528,8 +565,10 @@ def main() -> None:
     print(" ".join(["python", *sys.argv]))
     print(
         f"CPU cores {os.cpu_count()}, load avg (1 min) {load_average():.2f}; torch "
-        f"{torch.__version__} threads {torch.get_num_threads()}; budget {budget:.0f} s per "
-        f"framework ({ICT_SHARE:.0%} ICT, {1 - ICT_SHARE:.0%} train qrels); seeds {seeds}"
+        f"{torch.__version__} threads {torch.get_num_threads()}; budget {protocol.budget:.0f} s "
+        f"per framework ({protocol.ict_share:.0%} ICT with keep probability "
+        f"{protocol.ict_keep}, the rest train qrels); seeds {seeds}"
+        + ("; jaxir only" if args.jaxir_only else "")
     )
     test = data_lib.load_beir(path, "test")
     queries = dict(test.queries)
@@ -556,14 +595,13 @@ def main() -> None:
             run_seed(
                 config,
                 seed,
-                budget,
+                protocol,
                 test.corpus,
                 eval_corpus,
                 queries,
                 qrels,
                 root / f"seed{seed}",
                 extra,
-                args.score_phase1,
             )
             for seed in seeds
         ]

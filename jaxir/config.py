@@ -44,6 +44,10 @@ class DataConfig:
     negatives: str = "bm25"  # "bm25" or "none" (in-batch negatives only)
     bm25_rank_window: tuple[int, int] = (3, 30)
     validation_queries: int = 100  # held out of training for dev metrics; 0: train on all
+    # Text of a training document: "first" = the document (truncated to max_passage_length
+    # by the tokenizer), "best" = its window that BM25 scores highest for the query
+    # (jaxir.data.passages.best_passages; windows as for index.split_documents).
+    train_passages: str = "first"
     validation_corpus: int = 2000
 
 

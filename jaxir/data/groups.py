@@ -254,6 +254,7 @@ def groups_from_qrels(
     negatives: Mapping[str, Sequence[str]] | None = None,
     *,
     min_relevance: int = 1,
+    passages: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[TrainGroup]:
     """Build one group per judged query: qrels positives plus (mined) negatives.
 
@@ -265,6 +266,9 @@ def groups_from_qrels(
         :func:`jaxir.data.negatives.mine_bm25_negatives`); positives that appear in it
         are removed. Queries missing from it get no negatives.
       min_relevance: the smallest grade that counts as relevant.
+      passages: optional ``query_id -> {doc_id -> text}`` used instead of the
+        documents' full texts (e.g. :func:`jaxir.data.passages.best_passages`); it must
+        cover every (query, document) pair of the groups.
 
     Queries without any positive are skipped. Groups follow qrels order. Raises
     KeyError naming the id if qrels or negatives refer to an unknown query or document.
@@ -289,6 +293,12 @@ def groups_from_qrels(
             missing = [d for d in ids if d not in corpus]
             if missing:
                 raise KeyError(f"query {qid!r}: doc ids not in the corpus: {missing[:5]}")
-            texts.append(tuple(corpus[d].full_text for d in ids))
+            if passages is None:
+                texts.append(tuple(corpus[d].full_text for d in ids))
+                continue
+            uncovered = [d for d in ids if d not in passages.get(qid, {})]
+            if uncovered:
+                raise KeyError(f"query {qid!r}: no passage given for doc ids {uncovered[:5]}")
+            texts.append(tuple(passages[qid][d] for d in ids))
         groups.append(TrainGroup(queries[qid].full_text, texts[0], texts[1]))
     return groups

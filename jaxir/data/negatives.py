@@ -89,8 +89,12 @@ class BM25Index:
         return np.asarray(indices), np.asarray(scores)
 
     def scores(self, text: str) -> np.ndarray:
-        """BM25 score of every document for one query text: ``[N]``."""
-        return np.asarray(self.retriever.get_scores(self.tokenize([text])[0]))
+        """BM25 score of every document for one query text: ``[N]`` (zeros if no term is left
+        after analysis, e.g. only stopwords)."""
+        tokens = self.tokenize([text])[0]
+        if not tokens:
+            return np.zeros(len(self.doc_ids), dtype=np.float32)
+        return np.asarray(self.retriever.get_scores(tokens))
 
     def search(self, queries: Mapping[str, Query | str], k: int = 100) -> Run:
         """Top-``k`` run for ``queries``; documents with score 0 (no term match) are left out."""

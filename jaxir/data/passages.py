@@ -16,31 +16,42 @@ than half the window is not repeated (it is read as the start of the text). Wind
 start about ``stride`` tokens apart (default: half a window) and overlap, and the last
 window ends at the document's last token, so no text is left out.
 
+Training can match MaxP: :func:`best_passages` picks, for each (query, document) pair
+of the training groups, the document's passage that BM25 scores highest for the query
+(instead of the document's first ``max_length`` tokens, which often miss the part the
+query is about).
+
 Example:
     >>> from tokenizers import Tokenizer, models, pre_tokenizers, processors
     >>> from transformers import PreTrainedTokenizerFast
-    >>> words = "[PAD] [UNK] [CLS] [SEP] a b c d e f g h title".split()
+    >>> words = "[PAD] [UNK] [CLS] [SEP] aa bb cc dd ee ff gg hh title".split()
     >>> core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     >>> core.pre_tokenizer = pre_tokenizers.Whitespace()
     >>> core.post_processor = processors.TemplateProcessing(
     ...     single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
     >>> tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]")
-    >>> docs = [Document("d1", "a b c d e f g h", "title"), Document("d2", "a b")]
-    >>> list(split_passages(docs, tok, max_length=7))
-    [('d1', 'title a b c d'), ('d1', 'title c d e f'), ('d1', 'title e f g h'), ('d2', 'a b')]
+    >>> docs = [Document("d1", "aa bb cc dd ee ff gg hh", "title"), Document("d2", "aa bb")]
+    >>> list(split_passages(docs, tok, max_length=7))  # doctest: +NORMALIZE_WHITESPACE
+    [('d1', 'title aa bb cc dd'), ('d1', 'title cc dd ee ff'), ('d1', 'title ee ff gg hh'),
+     ('d2', 'aa bb')]
+    >>> docs = {"d1": docs[0], "d2": docs[1]}
+    >>> best_passages({"q": "why gg"}, docs, {"q": ["d1", "d2"]}, tok, max_length=7)
+    {'q': {'d1': 'title ee ff gg hh', 'd2': 'aa bb'}}
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
+import numpy as np
 import transformers
 
-from jaxir.data.records import Document
+from jaxir.data.negatives import bm25_index
+from jaxir.data.records import Document, Query
 
-__all__ = ["split_passages", "word_windows"]
+__all__ = ["best_passages", "split_passages", "word_windows"]
 
 
 def word_windows(
@@ -142,3 +153,64 @@ def split_passages(
             for start, end in word_windows(word_starts, len(offsets), budget, step):
                 chunk = text[offsets[start][0] : offsets[end - 1][1]] if end > start else text
                 yield doc_id, f"{title} {chunk}".strip() if title else chunk
+
+
+def best_passages(
+    queries: Mapping[str, Query | str],
+    corpus: Mapping[str, Document],
+    pairs: Mapping[str, Iterable[str]],
+    tokenizer: transformers.PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    stride: int = 0,
+    prefix: str = "",
+) -> dict[str, dict[str, str]]:
+    """For each query, the passage of each of its documents that best matches it (BM25).
+
+    The documents named in ``pairs`` are cut with :func:`split_passages` (same
+    arguments); BM25 (:func:`jaxir.data.negatives.bm25_index`, statistics over those
+    passages) scores each query against its documents' passages and keeps the best;
+    ties go to the earlier passage, so a document without any query term gives its
+    first passage.
+
+    Args:
+      queries: ``{query_id: Query | text}``.
+      corpus: ``{doc_id: Document}``.
+      pairs: ``{query_id: [doc_id, ...]}``, e.g. positives and hard negatives.
+      tokenizer, max_length, stride, prefix: as for :func:`split_passages`.
+
+    Returns:
+      ``{query_id: {doc_id: passage_text}}`` for every pair.
+
+    Raises:
+      KeyError: a pair names an unknown query or document.
+
+    Example: see the module's (``best_passages(...)``).
+    """
+    for qid, doc_ids in pairs.items():
+        missing = [d for d in doc_ids if d not in corpus] + ([qid] if qid not in queries else [])
+        if missing:
+            raise KeyError(f"query {qid!r}: ids not in the queries/corpus: {missing[:5]}")
+    wanted = dict.fromkeys(d for doc_ids in pairs.values() for d in doc_ids)
+    rows = list(
+        split_passages(
+            (corpus[d] for d in wanted),
+            tokenizer,
+            max_length=max_length,
+            stride=stride,
+            prefix=prefix,
+        )
+    )
+    rows_of: dict[str, list[int]] = {}
+    for r, (doc_id, _) in enumerate(rows):
+        rows_of.setdefault(doc_id, []).append(r)
+    index = bm25_index({str(r): text for r, (_, text) in enumerate(rows)})
+    chosen: dict[str, dict[str, str]] = {}
+    for qid, doc_ids in pairs.items():
+        query = queries[qid]
+        scores = index.scores(query if isinstance(query, str) else query.full_text)
+        chosen[qid] = {}
+        for d in doc_ids:
+            candidates = rows_of[d]
+            chosen[qid][d] = rows[candidates[int(np.argmax(scores[candidates]))]][1]
+    return chosen

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from jaxir import config as config_lib
 from jaxir import data as data_lib
 from jaxir import sharding
+from jaxir.data.passages import best_passages
 from jaxir.data.pipeline import TrainingData
 from jaxir.models import hf
 from jaxir.models.bert import PRESETS, EncoderConfig
@@ -131,7 +132,7 @@ def _split_dev(qrels: Mapping[str, Any], size: int, seed: int) -> tuple[dict, di
     return {q: v for q, v in qrels.items() if q not in dev}, {q: qrels[q] for q in qids[:size]}
 
 
-def _groups(config, workdir, queries, corpus, qrels) -> list[data_lib.TrainGroup]:
+def _groups(config, workdir, queries, corpus, qrels, tokenizer) -> list[data_lib.TrainGroup]:
     if config.data.groups:
         return data_lib.read_groups(config.data.groups, corpus=corpus, queries=queries)
     cache = workdir / "groups.jsonl"
@@ -148,7 +149,23 @@ def _groups(config, workdir, queries, corpus, qrels) -> list[data_lib.TrainGroup
         )
     elif config.data.negatives != "none":
         raise ValueError(f"data.negatives must be 'bm25' or 'none', got {config.data.negatives!r}.")
-    groups = data_lib.groups_from_qrels(queries, corpus, qrels, negatives)
+    passages = None
+    if config.data.train_passages == "best":
+        pairs = {q: [*judged, *(negatives or {}).get(q, ())] for q, judged in qrels.items()}
+        passages = best_passages(
+            queries,
+            corpus,
+            pairs,
+            tokenizer,
+            max_length=config.data.max_passage_length,
+            stride=config.index.passage_stride,
+            prefix=config.model.passage_prefix,
+        )
+    elif config.data.train_passages != "first":
+        raise ValueError(
+            f"data.train_passages must be 'first' or 'best', got {config.data.train_passages!r}."
+        )
+    groups = data_lib.groups_from_qrels(queries, corpus, qrels, negatives, passages=passages)
     data_lib.write_groups(groups, cache)
     return groups
 
@@ -223,7 +240,7 @@ def train(
     train_qrels = data_lib.load_qrels(beir / "qrels" / f"{dc.train_split}.tsv")
     train_qrels, dev_qrels = _split_dev(train_qrels, dc.validation_queries, tc.seed)
     tokenizer = _tokenizer(mc, corpus, workdir)
-    groups = _groups(config, workdir, queries, corpus, train_qrels)
+    groups = _groups(config, workdir, queries, corpus, train_qrels, tokenizer)
     data = TrainingData.build(
         groups,
         tokenizer,

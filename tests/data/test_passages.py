@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from jaxir.data.passages import split_passages, word_windows
-from jaxir.data.records import Document
+from jaxir.data.negatives import bm25_index
+from jaxir.data.passages import best_passages, split_passages, word_windows
+from jaxir.data.records import Document, Query
 from tests.search.tiny import bert_tokenizer
 
 
@@ -68,3 +69,38 @@ def test_errors(tokenizer):
         list(split_passages([("a", "x")], tokenizer, max_length=3))
     with pytest.raises(ValueError, match="stride must be >= 1"):
         word_windows([0, 1], 2, budget=2, stride=0)
+
+
+def test_best_passages_pick_the_bm25_best_window_of_each_document(tokenizer):
+    topics = ["insulin secretion", "tumour necrosis", "vitamin deficiency", "bone density"]
+    filler = " ".join(f"word{i} alpha-beta, gamma." for i in range(25))
+    corpus = {
+        f"d{i}": Document(f"d{i}", f"{filler} {topics[i]} rises. {filler} {topics[i - 1]} falls.")
+        for i in range(4)
+    }
+    queries = {"q0": Query("q0", "insulin secretion"), "q1": "necrosis of the tumour"}
+    pairs = {"q0": ["d0", "d1", "d2"], "q1": ["d1", "d3"]}
+    chosen = best_passages(queries, corpus, pairs, tokenizer, max_length=48)
+    assert {q: list(c) for q, c in chosen.items()} == pairs
+    assert "insulin secretion" in chosen["q0"]["d0"] and "insulin secretion" in chosen["q0"]["d1"]
+    assert "tumour necrosis" in chosen["q1"]["d1"]
+    # Brute force: the chosen window is a window of the document with the highest BM25 score.
+    rows = list(split_passages(corpus.values(), tokenizer, max_length=48))
+    index = bm25_index({str(r): text for r, (_, text) in enumerate(rows)})
+    for qid, docs in chosen.items():
+        text = queries[qid] if isinstance(queries[qid], str) else queries[qid].full_text
+        scores = index.scores(text)
+        for doc_id, passage in docs.items():
+            mine = [r for r, (d, _) in enumerate(rows) if d == doc_id]
+            assert passage in [rows[r][1] for r in mine]
+            assert scores[mine].max() == scores[next(r for r in mine if rows[r][1] == passage)]
+    # d2 holds no term of q0: its first window.
+    assert chosen["q0"]["d2"] == rows[[d for d, _ in rows].index("d2")][1]
+
+
+def test_best_passages_errors_name_the_unknown_id(tokenizer):
+    corpus = {"d": Document("d", "cats purr")}
+    with pytest.raises(KeyError, match="'zz'"):
+        best_passages({"q": "cats"}, corpus, {"q": ["zz"]}, tokenizer, max_length=16)
+    with pytest.raises(KeyError, match="'q'"):
+        best_passages({}, corpus, {"q": ["d"]}, tokenizer, max_length=16)

@@ -127,3 +127,12 @@ def test_groups_from_qrels():
     assert len(groups_from_qrels(QUERIES, CORPUS, qrels, min_relevance=0)) == 2
     with pytest.raises(KeyError, match="zz"):
         groups_from_qrels(QUERIES, CORPUS, {"q1": {"zz": 1}})
+
+
+def test_groups_from_qrels_with_passages_use_them_for_every_document():
+    qrels = {"q1": {"d1": 1}}
+    passages = {"q1": {"d1": "Cats purr (window)", "d2": "bark (window)"}}
+    groups = groups_from_qrels(QUERIES, CORPUS, qrels, {"q1": ["d2"]}, passages=passages)
+    assert groups == [TrainGroup("cat sounds", ("Cats purr (window)",), ("bark (window)",))]
+    with pytest.raises(KeyError, match="no passage given for doc ids \\['d3'\\]"):
+        groups_from_qrels(QUERIES, CORPUS, qrels, {"q1": ["d3"]}, passages=passages)

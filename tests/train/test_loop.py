@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import pytest
 
 from jaxir.config import load_config, override
+from jaxir.data import load_corpus, load_tokenizer, read_groups
 from jaxir.train.checkpoint import Checkpointer
-from jaxir.train.loop import NonFiniteLossError, losses_by_step, train
+from jaxir.train.loop import NonFiniteLossError, collection_dir, losses_by_step, train
 
 ROOT = pathlib.Path(__file__).parents[2]
 CONFIG = ROOT / "configs" / "dense_tiny.py"
@@ -98,3 +99,17 @@ def test_no_validation_queries_trains_on_every_query(tmp_path):
         for r in (result, held_out)
     )
     assert fewer < groups
+
+
+def test_best_passage_groups_hold_windows_that_fit(tmp_path):
+    settings = ["data.validation_queries=0", "data.max_passage_length=16"]
+    with pytest.raises(ValueError, match="data.train_passages must be 'first' or 'best'"):
+        train(override(load_config(CONFIG, "1"), [*settings, "data.train_passages=last"]), tmp_path)
+    config = override(load_config(CONFIG, "1"), [*settings, "data.train_passages=best"])
+    result = train(config, tmp_path / "best", progress=False)
+    tokenizer = load_tokenizer(result.model_dir / "query")
+    groups = read_groups(result.workdir / "groups.jsonl")
+    texts = [t for g in groups for t in (*g.positives, *g.negatives)]
+    assert all(len(tokenizer(t)["input_ids"]) <= 16 for t in texts)
+    corpus = load_corpus(collection_dir(config, result.workdir))
+    assert sum(len(tokenizer(d.full_text)["input_ids"]) > 16 for d in corpus.values()) > 100

@@ -126,6 +126,7 @@ class Protocol:
     budget: float  # seconds per framework
     ict_share: float = 0.3  # of the budget spent on phase 1 (ICT)
     ict_keep: float = 0.1  # chance the ICT query sentence stays in its passage
+    ict_windows: bool = False  # cut ICT groups from passage windows, not whole documents
     twin: bool = True  # False: jaxir only (recipe trials; no RESULT vs the twin)
     score_phase1: bool = False
 
@@ -369,7 +370,16 @@ def run_seed(
         texts = [q.full_text for q in list(test_queries.values())[:16]]
         out |= {"parity_max_abs_diff": parity_check(init, spec, texts), "peer": {}}
     ict = root / "ict.jsonl"
-    data_lib.write_groups(ict_groups(corpus, seed=seed, keep_probability=protocol.ict_keep), ict)
+    source = corpus
+    if protocol.ict_windows:  # the query sentence and its context share one window
+        rows = split_passages(
+            corpus.values(),
+            data_lib.load_tokenizer(init),
+            max_length=spec.passage_max_length,
+            stride=config.index.passage_stride,
+        )
+        source = {f"{doc_id}#{i}": text for i, (doc_id, text) in enumerate(rows)}
+    data_lib.write_groups(ict_groups(source, seed=seed, keep_probability=protocol.ict_keep), ict)
     phase1 = protocol.ict_share * protocol.budget
     phase2 = protocol.budget - phase1
     scores = {}
@@ -522,6 +532,12 @@ def main() -> None:
         "--score-phase1", action="store_true", help="also score both models after phase 1"
     )
     parser.add_argument(
+        "--ict-windows",
+        action="store_true",
+        help="cut ICT groups from passage windows (as split_passages cuts them) instead of "
+        "whole documents, so a query sentence's context is inside the positive",
+    )
+    parser.add_argument(
         "--jaxir-only",
         action="store_true",
         help="train and score jaxir only (recipe trials: half the time, no twin RESULT)",
@@ -544,6 +560,7 @@ def main() -> None:
         budget=args.budget_seconds or (60.0 if args.quick else 600.0),
         ict_share=args.ict_share,
         ict_keep=args.ict_keep,
+        ict_windows=args.ict_windows,
         twin=not args.jaxir_only,
         score_phase1=args.score_phase1,
     )
@@ -567,8 +584,8 @@ def main() -> None:
         f"CPU cores {os.cpu_count()}, load avg (1 min) {load_average():.2f}; torch "
         f"{torch.__version__} threads {torch.get_num_threads()}; budget {protocol.budget:.0f} s "
         f"per framework ({protocol.ict_share:.0%} ICT with keep probability "
-        f"{protocol.ict_keep}, the rest train qrels); seeds {seeds}"
-        + ("; jaxir only" if args.jaxir_only else "")
+        f"{protocol.ict_keep}{' from windows' if protocol.ict_windows else ''}, the rest "
+        f"train qrels); seeds {seeds}" + ("; jaxir only" if args.jaxir_only else "")
     )
     test = data_lib.load_beir(path, "test")
     queries = dict(test.queries)

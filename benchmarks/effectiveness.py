@@ -129,6 +129,7 @@ class Protocol:
     ict_windows: bool = False  # cut ICT groups from passage windows, not whole documents
     twin: bool = True  # False: jaxir only (recipe trials; no RESULT vs the twin)
     score_phase1: bool = False
+    score_untrained: bool = True
 
 
 @dataclasses.dataclass
@@ -387,16 +388,17 @@ def run_seed(
     def ev(run: dict) -> dict:
         return evaluate(run, test_qrels, METRICS)
 
-    untrained = DualEncoder(hf.load_pretrained(init, mlm_head=False), None, spec)
-    scores["untrained"] = ev(
-        dense_search_run(
-            untrained,
-            data_lib.load_tokenizer(init),
-            eval_corpus,
-            test_queries,
-            **splitting(config.index),
+    if protocol.score_untrained:
+        untrained = DualEncoder(hf.load_pretrained(init, mlm_head=False), None, spec)
+        scores["untrained"] = ev(
+            dense_search_run(
+                untrained,
+                data_lib.load_tokenizer(init),
+                eval_corpus,
+                test_queries,
+                **splitting(config.index),
+            )
         )
-    )
 
     print(f"[seed {seed}] phase 1 (ICT, {phase1:.0f} s each) ...", flush=True)
     jx1 = root / "jaxir_ict"
@@ -538,6 +540,11 @@ def main() -> None:
         "whole documents, so a query sentence's context is inside the positive",
     )
     parser.add_argument(
+        "--skip-untrained",
+        action="store_true",
+        help="do not score the untrained init (saves minutes in recipe trials)",
+    )
+    parser.add_argument(
         "--jaxir-only",
         action="store_true",
         help="train and score jaxir only (recipe trials: half the time, no twin RESULT)",
@@ -563,6 +570,7 @@ def main() -> None:
         ict_windows=args.ict_windows,
         twin=not args.jaxir_only,
         score_phase1=args.score_phase1,
+        score_untrained=not args.skip_untrained,
     )
     num_queries = args.queries or (100 if args.quick else None)
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -13,7 +13,7 @@ Both dense retrievers are the *identical* setup, differing only in the framework
   jaxir (``model.init=DIR``) and sentence-transformers (``Transformer(DIR)`` + mean
   ``Pooling``) both load; a parity check compares their embeddings before training.
 * tokenizer: the corpus WordPiece vocabulary (:func:`jaxir.data.train_wordpiece`,
-  8192 tokens), saved in that directory; max lengths 48 (queries) / 192 (passages).
+  8192 tokens), saved in that directory; max lengths 48 (queries) / 128 (passages).
 * data: phase 1 (30% of the budget) trains on inverse-cloze groups cut from the corpus
   (:func:`jaxir.data.ict.ict_groups`: a random sentence as query, the rest of the
   document as positive); phase 2 (70%) trains on the SciFact train qrels with BM25 hard
@@ -43,9 +43,9 @@ background load hits both alike; the load average is printed for every phase.
 Evaluation is exact top-100 search over the full corpus with the SciFact test queries
 (jaxir: :func:`jaxir.search.retrieve.dense_search_run`; twin: ``model.encode`` +
 numpy brute force), scored by :func:`jaxir.eval.evaluate`. With the config's
-``index.split_documents`` (on in ``configs/dense_scifact.py``: 89% of SciFact abstracts
-are longer than 192 tokens) both index every document as the same overlapping
-192-token passages (:func:`jaxir.data.passages.split_passages`) and score it by its
+``index.split_documents`` (on in ``configs/dense_scifact.py``: 98% of SciFact abstracts
+are longer than 128 tokens) both index every document as the same overlapping
+128-token passages (:func:`jaxir.data.passages.split_passages`) and score it by its
 best passage (MaxP). BM25 is
 :func:`jaxir.data.bm25_search` (bm25s defaults, stopwords, Snowball stemming). The
 untrained shared initialization is scored too (bag-of-words effect of random encoders).

@@ -127,6 +127,7 @@ class Protocol:
     ict_share: float = 0.3  # of the budget spent on phase 1 (ICT)
     ict_keep: float = 0.1  # chance the ICT query sentence stays in its passage
     ict_windows: bool = False  # cut ICT groups from passage windows, not whole documents
+    ict_overrides: tuple[str, ...] = ()  # config overrides for phase 1 only (both frameworks)
     twin: bool = True  # False: jaxir only (recipe trials; no RESULT vs the twin)
     score_phase1: bool = False
     score_untrained: bool = True
@@ -401,15 +402,16 @@ def run_seed(
         )
 
     print(f"[seed {seed}] phase 1 (ICT, {phase1:.0f} s each) ...", flush=True)
+    config1 = config_lib.override(config, list(protocol.ict_overrides))
     jx1 = root / "jaxir_ict"
     out["jaxir"]["ict"] = jaxir_train(
-        config,
+        config1,
         [f"model.init={init}", f"data.groups={ict}", f"train.max_seconds={phase1}"],
         jx1,
     )
     st1 = root / "st_ict"
     if protocol.twin:
-        out["peer"]["ict"] = st_train(init, data_lib.read_groups(ict), config, phase1, st1)
+        out["peer"]["ict"] = st_train(init, data_lib.read_groups(ict), config1, phase1, st1)
     print(f"[seed {seed}] phase 2 (train qrels + BM25 negatives, {phase2:.0f} s each) ...")
     jx2 = root / "jaxir_qrels"
     out["jaxir"]["qrels"] = jaxir_train(
@@ -558,6 +560,12 @@ def main() -> None:
         default=0.1,
         help="chance the ICT query sentence stays in its passage (ORQA: 0.1)",
     )
+    parser.add_argument(
+        "--ict-set",
+        action="append",
+        default=[],
+        help="config override key=value for phase 1 (ICT) only, e.g. train.group_size=1",
+    )
     parser.add_argument("--config", default=str(CONFIG))
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
     parser.add_argument("--workdir", default=None, help="keep run files here (default: temp)")
@@ -568,6 +576,7 @@ def main() -> None:
         ict_share=args.ict_share,
         ict_keep=args.ict_keep,
         ict_windows=args.ict_windows,
+        ict_overrides=tuple(args.ict_set),
         twin=not args.jaxir_only,
         score_phase1=args.score_phase1,
         score_untrained=not args.skip_untrained,

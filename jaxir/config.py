@@ -81,6 +81,11 @@ class TrainConfig:
     grad_accum: int = 1
     gradcache_chunk: int = 0  # > 0: GradCache with this many queries per chunk
     symmetric: bool = False
+    # Distillation of the groups' teacher scores (positive_scores / negative_scores) on
+    # top of the in-batch softmax: "none" | "kl" | "margin_mse" (jaxir.train.step.Objective).
+    distill: str = "none"
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
     seed: int = 0
     log_every: int = 10
     eval_every: int = 100

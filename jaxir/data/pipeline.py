@@ -13,6 +13,8 @@ Batch layout (``B`` queries, ``G = group_size``)::
     passage_ids, passage_mask    int32 [B, G, Lp]   (passage 0 of each group is the positive)
     passage_key                  int32 [B, G]       (id of the passage text: equal ids = same text)
     query_key                    int32 [B]
+    teacher_scores               float32 [B, G]     (only when built with teacher_scores=True;
+                                                     NaN for random negatives, which have none)
 
 Example:
     >>> from jaxir.data.groups import TrainGroup
@@ -61,8 +63,10 @@ def tokenize_fixed(
 class TrainingData:
     """Pre-tokenized queries and passages plus, per group, indices into them.
 
-    ``negatives_pool`` is used when a group has fewer hard negatives than needed: the
-    remaining slots are filled with random passages (random negatives).
+    When a group has fewer hard negatives than needed, the remaining slots are filled
+    with random passages (random negatives). ``group_scores`` (per group, the teacher
+    scores of its positives then its negatives) is set when built with
+    ``teacher_scores=True``.
     """
 
     query_ids: np.ndarray  # [Q, Lq]
@@ -72,6 +76,7 @@ class TrainingData:
     group_query: np.ndarray  # [num_groups] index into queries
     group_positives: tuple[np.ndarray, ...]  # per group: indices into passages
     group_negatives: tuple[np.ndarray, ...]
+    group_scores: tuple[np.ndarray, ...] | None = None
 
     @classmethod
     def build(
@@ -83,10 +88,28 @@ class TrainingData:
         max_passage_length: int,
         query_prefix: str = "",
         passage_prefix: str = "",
+        teacher_scores: bool = False,
     ) -> TrainingData:
-        """Tokenizes every unique query / passage text of ``groups`` once."""
+        """Tokenizes every unique query / passage text of ``groups`` once.
+
+        ``teacher_scores=True`` (distillation) adds the groups' teacher scores to every
+        batch; each group must then have them.
+        """
         if not groups:
             raise ValueError("No training groups: check the training qrels / groups file.")
+        scores = None
+        if teacher_scores:
+            missing = next((i for i, g in enumerate(groups) if not g.has_scores), None)
+            if missing is not None:
+                raise ValueError(
+                    f"Training group {missing} (query {groups[missing].query[:60]!r}) has no "
+                    "teacher scores; distillation (train.distill) needs positive_scores and "
+                    "negative_scores in every group. Add them to the groups file or set "
+                    "train.distill='none'."
+                )
+            scores = tuple(
+                np.asarray([*g.positive_scores, *g.negative_scores], np.float32) for g in groups
+            )
         queries: dict[str, int] = {}
         passages: dict[str, int] = {}
         gq, gp, gn = [], [], []
@@ -104,22 +127,25 @@ class TrainingData:
         p_ids, p_mask = tokenize_fixed(
             tokenizer, [passage_prefix + t for t in passages], max_passage_length
         )
-        return cls(q_ids, q_mask, p_ids, p_mask, np.asarray(gq, np.int32), tuple(gp), tuple(gn))
+        gq = np.asarray(gq, np.int32)
+        return cls(q_ids, q_mask, p_ids, p_mask, gq, tuple(gp), tuple(gn), scores)
 
     def _example(
         self, index: int, rng: np.random.Generator, group_size: int
     ) -> dict[str, np.ndarray]:
-        positive = rng.choice(self.group_positives[index])
-        hard = self.group_negatives[index]
+        positives, hard = self.group_positives[index], self.group_negatives[index]
         need = group_size - 1
+        positive_at = rng.choice(len(positives))
+        random_fill = np.zeros(0, np.int32)
         if len(hard) >= need:
-            negatives = rng.choice(hard, size=need, replace=False) if need else hard[:0]
+            hard_at = rng.choice(len(hard), size=need, replace=False) if need else np.zeros(0, int)
         else:
-            extra = rng.integers(0, len(self.passage_ids), size=need - len(hard))
-            negatives = np.concatenate([hard, extra.astype(np.int32)])
-        chosen = np.concatenate([[positive], negatives]).astype(np.int32)
+            hard_at = np.arange(len(hard))
+            random_fill = rng.integers(0, len(self.passage_ids), size=need - len(hard))
+        chosen = np.concatenate([[positives[positive_at]], hard[hard_at], random_fill])
+        chosen = chosen.astype(np.int32)
         q = self.group_query[index]
-        return {
+        example = {
             "query_ids": self.query_ids[q],
             "query_mask": self.query_mask[q],
             "passage_ids": self.passage_ids[chosen],
@@ -127,6 +153,16 @@ class TrainingData:
             "passage_key": chosen,
             "query_key": np.int32(q),
         }
+        if self.group_scores is not None:
+            scores = self.group_scores[index]
+            example["teacher_scores"] = np.concatenate(
+                [
+                    [scores[positive_at]],
+                    scores[len(positives) + hard_at],
+                    np.full(len(random_fill), np.nan, np.float32),
+                ]
+            ).astype(np.float32)
+        return example
 
     def batches(self, *, batch_size: int, group_size: int, seed: int) -> grain.DatasetIterator:
         """An endless, checkpointable iterator of batches (see module docstring).

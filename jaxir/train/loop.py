@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from jaxir import config as config_lib
 from jaxir import data as data_lib
 from jaxir import sharding
-from jaxir.data.passages import best_passages
+from jaxir.data.passages import best_passages, split_passages
 from jaxir.data.pipeline import TrainingData
 from jaxir.models import hf
 from jaxir.models.bert import PRESETS, EncoderConfig
@@ -171,14 +171,29 @@ def _groups(config, workdir, queries, corpus, qrels, tokenizer) -> list[data_lib
 
 
 def _validation_set(config, corpus, queries, dev_qrels, tokenizer, seed) -> ValidationSet:
-    """Dev queries against their relevant docs plus a seeded sample of the corpus."""
+    """Dev queries against their relevant docs plus a seeded sample of the corpus.
+
+    With ``index.split_documents`` the documents are split into passages as the index
+    splits them, and scored by their best one (MaxP), so validation measures what
+    search will.
+    """
     relevant = {d for q in dev_qrels.values() for d in q if d in corpus}
     others = sorted(set(corpus) - relevant)
     random.Random(seed).shuffle(others)
     chosen = sorted(relevant) + others[: max(0, config.data.validation_corpus - len(relevant))]
+    if config.index.split_documents:
+        rows = split_passages(
+            (corpus[d] for d in chosen),
+            tokenizer,
+            max_length=config.data.max_passage_length,
+            stride=config.index.passage_stride,
+            prefix=config.model.passage_prefix,
+        )
+    else:
+        rows = ((d, corpus[d].full_text) for d in chosen)
     return ValidationSet.build(
         {q: queries[q].text for q in dev_qrels},
-        {d: corpus[d].full_text for d in chosen},
+        rows,
         dev_qrels,
         tokenizer,
         max_query_length=config.data.max_query_length,
@@ -239,6 +254,12 @@ def train(
     queries = data_lib.load_queries(beir)
     train_qrels = data_lib.load_qrels(beir / "qrels" / f"{dc.train_split}.tsv")
     train_qrels, dev_qrels = _split_dev(train_qrels, dc.validation_queries, tc.seed)
+    objective = step_lib.Objective(
+        symmetric=tc.symmetric,
+        distill=tc.distill,
+        distill_weight=tc.distill_weight,
+        distill_temperature=tc.distill_temperature,
+    )
     tokenizer = _tokenizer(mc, corpus, workdir)
     groups = _groups(config, workdir, queries, corpus, train_qrels, tokenizer)
     data = TrainingData.build(
@@ -248,6 +269,7 @@ def train(
         max_passage_length=dc.max_passage_length,
         query_prefix=mc.query_prefix,
         passage_prefix=mc.passage_prefix,
+        teacher_scores=objective.distill != "none",
     )
     dev = dev_qrels and _validation_set(config, corpus, queries, dev_qrels, tokenizer, tc.seed)
 
@@ -287,7 +309,7 @@ def train(
         graphdef,
         grad_accum=tc.grad_accum,
         gradcache_chunk=tc.gradcache_chunk,
-        symmetric=tc.symmetric,
+        objective=objective,
     )
     train_step = step_lib.make_train_step(
         grad_fn,

@@ -12,12 +12,17 @@ queries (each with ``G`` passages):
   chunk is re-encoded and back-propagated with its slice of that gradient. Same gradient
   as the plain path (tested to 1e-5) with activation memory of one chunk.
 
+The loss is the in-batch softmax, plus (:class:`Objective`) a weighted distillation
+term fitting the batch's ``teacher_scores`` over each query's own group (KL or
+Margin-MSE, :mod:`jaxir.losses.distill`) when the training groups carry teacher scores.
+
 Dropout keys are ``fold_in(base_key, step)`` (and the chunk index), so a step is a pure
 function of the state and the batch: a resumed run is bit-identical.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxir import sharding, xla
 from jaxir.losses.contrastive import in_batch_softmax
+from jaxir.losses.distill import kl_distill, margin_mse
 from jaxir.train.state import PRNG_IMPL, TrainState
 
 Batch = dict[str, jax.Array]
@@ -48,23 +54,80 @@ def _representations(graphdef, params, batch: Batch, key: jax.Array) -> tuple[ja
     return q_bd, p_nd
 
 
-def _loss_on_representations(graphdef, params, q_bd, p_nd, batch: Batch, *, symmetric: bool):
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What a step minimizes: ``in_batch_softmax + distill_weight * distillation``.
+
+    Attributes:
+      symmetric: add the passage-to-query direction to the in-batch softmax.
+      distill: ``"none"``, ``"kl"`` (KL from the teacher's softmax over each query's
+        group, at ``distill_temperature``) or ``"margin_mse"`` (positive minus each
+        negative, teacher vs student). The student's scores are the model's logits
+        (similarity times its scale, the same logits the softmax sees); the batch must
+        hold ``teacher_scores`` ``[B, G]`` (NaN marks passages without one).
+      distill_weight: weight of the distillation term.
+      distill_temperature: divides student and teacher scores in the KL.
+    """
+
+    symmetric: bool = False
+    distill: str = "none"
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.distill not in ("none", "kl", "margin_mse"):
+            raise ValueError(
+                f"train.distill must be 'none', 'kl' or 'margin_mse', got {self.distill!r}."
+            )
+
+
+def _distillation(objective: Objective, q_bd, p_nd, teacher_bg: jax.Array) -> jax.Array:
+    """The distillation term on each query's own group (``[B, G]`` student logits)."""
+    p_bgd = p_nd.reshape(*teacher_bg.shape, -1)
+    student_bg = jnp.einsum("bd,bgd->bg", q_bd, p_bgd, preferred_element_type=jnp.float32)
+    known_bg = jnp.isfinite(teacher_bg)
+    teacher_bg = jnp.where(known_bg, teacher_bg, 0.0)
+    if objective.distill == "kl":
+        return kl_distill(
+            student_bg, teacher_bg, temperature=objective.distill_temperature, where=known_bg
+        )
+    return margin_mse(
+        student_bg[:, 0],
+        student_bg[:, 1:],
+        teacher_bg[:, 0],
+        teacher_bg[:, 1:],
+        where=known_bg[:, 1:] & known_bg[:, :1],
+    )
+
+
+def _loss_on_representations(graphdef, params, q_bd, p_nd, batch: Batch, *, objective: Objective):
     scale = nnx.merge(graphdef, params).scale()
-    return in_batch_softmax(
+    loss = in_batch_softmax(
         q_bd * scale,
         p_nd,
         temperature=1.0,
         group_size=batch["passage_ids"].shape[1],
         positive_ids=batch["passage_key"].reshape(-1),
         query_ids=batch["query_key"],
-        symmetric=symmetric,
+        symmetric=objective.symmetric,
     )
+    if objective.distill == "none":
+        return loss
+    if "teacher_scores" not in batch:
+        raise ValueError(
+            f"train.distill={objective.distill!r} needs teacher scores in the batch; build the "
+            "training data with TrainingData.build(..., teacher_scores=True)."
+        )
+    distill = _distillation(objective, q_bd * scale, p_nd, batch["teacher_scores"])
+    return loss + objective.distill_weight * distill
 
 
-def contrastive_loss(graphdef, params, batch: Batch, key: jax.Array, *, symmetric: bool = False):
-    """In-batch softmax loss of the dual encoder ``merge(graphdef, params)`` on ``batch``."""
+def contrastive_loss(
+    graphdef, params, batch: Batch, key: jax.Array, *, objective: Objective = Objective()
+):
+    """The :class:`Objective` of the dual encoder ``merge(graphdef, params)`` on ``batch``."""
     q_bd, p_nd = _representations(graphdef, params, batch, key)
-    return _loss_on_representations(graphdef, params, q_bd, p_nd, batch, symmetric=symmetric)
+    return _loss_on_representations(graphdef, params, q_bd, p_nd, batch, objective=objective)
 
 
 def _chunks(batch: Batch, n: int) -> Batch:
@@ -72,7 +135,7 @@ def _chunks(batch: Batch, n: int) -> Batch:
 
 
 def gradcache_grads(
-    graphdef, params, batch: Batch, key: jax.Array, *, chunk: int, symmetric: bool = False
+    graphdef, params, batch: Batch, key: jax.Array, *, chunk: int, objective: Objective
 ):
     """``(loss, grads)`` of :func:`contrastive_loss` on the full batch, encoding ``chunk`` queries at a time."""
     size = batch["query_ids"].shape[0]
@@ -86,7 +149,7 @@ def gradcache_grads(
     q_ncd, p_nmd = jax.lax.map(lambda a: encode(jax.lax.stop_gradient(params), *a), (chunks, keys))
     q_bd = q_ncd.reshape(size, -1)
     p_nd = p_nmd.reshape(-1, p_nmd.shape[-1])
-    loss_fn = functools.partial(_loss_on_representations, graphdef, symmetric=symmetric)
+    loss_fn = functools.partial(_loss_on_representations, graphdef, objective=objective)
     loss, (grads, g_q, g_p) = jax.value_and_grad(loss_fn, argnums=(0, 1, 2))(
         params, q_bd, p_nd, batch
     )
@@ -103,10 +166,10 @@ def gradcache_grads(
 
 
 def accumulated_grads(
-    graphdef, params, batch: Batch, key: jax.Array, *, steps: int, symmetric: bool = False
+    graphdef, params, batch: Batch, key: jax.Array, *, steps: int, objective: Objective
 ):
     """Mean ``(loss, grads)`` over ``steps`` micro-batches (each its own in-batch negatives)."""
-    grad_fn = jax.value_and_grad(functools.partial(contrastive_loss, graphdef, symmetric=symmetric))
+    grad_fn = jax.value_and_grad(functools.partial(contrastive_loss, graphdef, objective=objective))
 
     def add(acc, args):
         micro, micro_key = args
@@ -121,18 +184,22 @@ def accumulated_grads(
 
 
 def make_grad_fn(
-    graphdef, *, grad_accum: int = 1, gradcache_chunk: int = 0, symmetric: bool = False
+    graphdef,
+    *,
+    grad_accum: int = 1,
+    gradcache_chunk: int = 0,
+    objective: Objective = Objective(),
 ) -> Callable[[Any, Batch, jax.Array], tuple[jax.Array, Any]]:
-    """``(params, batch, key) -> (loss, grads)`` for the chosen gradient strategy."""
+    """``(params, batch, key) -> (loss, grads)`` of ``objective`` for the chosen gradient strategy."""
     if gradcache_chunk and grad_accum > 1:
         raise ValueError("Use either gradcache_chunk or grad_accum, not both.")
     if gradcache_chunk:
         return functools.partial(
-            gradcache_grads, graphdef, chunk=gradcache_chunk, symmetric=symmetric
+            gradcache_grads, graphdef, chunk=gradcache_chunk, objective=objective
         )
     if grad_accum > 1:
-        return functools.partial(accumulated_grads, graphdef, steps=grad_accum, symmetric=symmetric)
-    return jax.value_and_grad(functools.partial(contrastive_loss, graphdef, symmetric=symmetric))
+        return functools.partial(accumulated_grads, graphdef, steps=grad_accum, objective=objective)
+    return jax.value_and_grad(functools.partial(contrastive_loss, graphdef, objective=objective))
 
 
 def batch_shardings(mesh: Mesh, batch: Batch) -> Batch:

@@ -1,14 +1,15 @@
 """In-training validation on device: encode a dev split, exact top-k, nDCG@10 / Recall@100.
 
 Everything after tokenization stays on device: fixed-shape encode batches (one compiled
-program per tower), ``q @ d.T`` with ``lax.top_k``, and the metrics of
-:mod:`jaxir.eval.metrics` on the retrieved labels. Only the means come back to the host.
+program per tower), ``q @ p.T``, each document's best passage (MaxP, when documents are
+split into several passages), ``lax.top_k``, and the metrics of :mod:`jaxir.eval.metrics`
+on the retrieved labels. Only the means come back to the host.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jax
@@ -24,13 +25,18 @@ _BATCH = 64
 
 @dataclasses.dataclass(frozen=True)
 class ValidationSet:
-    """Tokenized dev queries ``[Q, Lq]``, dev passages ``[N, Lp]`` and graded labels ``[Q, N]``."""
+    """Tokenized dev queries ``[Q, Lq]`` and passages ``[N, Lp]``, graded labels ``[Q, D]``.
+
+    ``passage_doc[n]`` is the document column ``[0, D)`` of passage row ``n``: a
+    document split into several passages is scored by its best one (MaxP).
+    """
 
     query_ids: np.ndarray
     query_mask: np.ndarray
     passage_ids: np.ndarray
     passage_mask: np.ndarray
-    labels_qn: np.ndarray
+    passage_doc: np.ndarray
+    labels_qd: np.ndarray
     num_relevant_q: np.ndarray
     ideal_labels_qr: np.ndarray
 
@@ -38,7 +44,7 @@ class ValidationSet:
     def build(
         cls,
         queries: Mapping[str, str],
-        passages: Mapping[str, str],
+        passages: Mapping[str, str] | Iterable[tuple[str, str]],
         qrels: Mapping[str, Mapping[str, int]],
         tokenizer: Any,
         *,
@@ -47,14 +53,30 @@ class ValidationSet:
         query_prefix: str = "",
         passage_prefix: str = "",
     ) -> ValidationSet:
-        """Tokenizes ``queries`` / ``passages`` (texts by id) and lays ``qrels`` out as a dense label matrix.
+        """Tokenizes the texts and lays ``qrels`` out as a dense ``[Q, D]`` label matrix.
 
-        Relevant documents missing from ``passages`` still count in ``num_relevant_q``
-        (recall is measured against the full qrels).
+        Args:
+          queries: ``{query_id: text}``.
+          passages: ``{doc_id: text}``, or ``(doc_id, text)`` rows with any number of
+            rows per document (e.g. from :func:`jaxir.data.passages.split_passages`).
+          qrels: ``{query_id: {doc_id: grade}}``; relevant documents missing from
+            ``passages`` still count in ``num_relevant_q`` (recall is measured against
+            the full qrels).
+
+        >>> import tempfile
+        >>> from jaxir.data.tokenizer import train_wordpiece
+        >>> tok = train_wordpiece(["cats purr", "dogs bark"], tempfile.mkdtemp(), vocab_size=40)
+        >>> rows = [("d1", "cats purr"), ("d1", "and nap"), ("d2", "dogs bark")]
+        >>> v = ValidationSet.build({"q": "cats"}, rows, {"q": {"d1": 1}}, tok,
+        ...                         max_query_length=8, max_passage_length=8)
+        >>> v.passage_doc.tolist(), v.labels_qd.tolist()
+        ([0, 0, 1], [[1, 0]])
         """
-        qids, dids = list(queries), list(passages)
-        col = {d: i for i, d in enumerate(dids)}
-        labels = np.zeros((len(qids), len(dids)), np.int32)
+        rows = list(passages.items() if isinstance(passages, Mapping) else passages)
+        qids = list(queries)
+        col: dict[str, int] = {}
+        passage_doc = np.asarray([col.setdefault(d, len(col)) for d, _ in rows], np.int32)
+        labels = np.zeros((len(qids), len(col)), np.int32)
         grades = [
             sorted((g for g in qrels.get(q, {}).values() if g > 0), reverse=True) for q in qids
         ]
@@ -69,9 +91,10 @@ class ValidationSet:
             tokenizer, [query_prefix + queries[q] for q in qids], max_query_length
         )
         p_ids, p_mask = tokenize_fixed(
-            tokenizer, [passage_prefix + passages[d] for d in dids], max_passage_length
+            tokenizer, [passage_prefix + text for _, text in rows], max_passage_length
         )
-        return cls(q_ids, q_mask, p_ids, p_mask, labels, (ideal > 0).sum(1).astype(np.int32), ideal)
+        relevant = (ideal > 0).sum(1).astype(np.int32)
+        return cls(q_ids, q_mask, p_ids, p_mask, passage_doc, labels, relevant, ideal)
 
 
 def _pad_rows(x: np.ndarray, multiple: int) -> np.ndarray:
@@ -94,12 +117,13 @@ def _encode_all(model, ids: np.ndarray, mask: np.ndarray, *, queries: bool) -> j
 
 
 @jax.jit
-def _metrics(q_qd, p_nd, labels_qn, num_relevant_q, ideal_labels_qr, num_passages):
-    scores = q_qd @ p_nd.T
-    scores = jnp.where(jnp.arange(p_nd.shape[0])[None] < num_passages, scores, -jnp.inf)
-    k = min(100, p_nd.shape[0])
-    top_scores, top_index = jax.lax.top_k(scores, k)
-    top_labels = jnp.take_along_axis(labels_qn, top_index, axis=1)
+def _metrics(q_qd, p_nd, passage_doc, labels_qd, num_relevant_q, ideal_labels_qr):
+    scores_qn = q_qd @ p_nd.T
+    # Each document's best passage; padding rows map past the last document and drop out.
+    scores_qd = jax.ops.segment_max(scores_qn.T, passage_doc, labels_qd.shape[1]).T
+    k = min(100, labels_qd.shape[1])
+    top_scores, top_index = jax.lax.top_k(scores_qd, k)
+    top_labels = jnp.take_along_axis(labels_qd, top_index, axis=1)
     ndcg = M.ndcg_at_k(top_scores, top_labels, k=10, ideal_labels_qr=ideal_labels_qr)
     recall = M.recall_at_k(top_scores, top_labels, k=k, num_relevant_q=num_relevant_q)
     valid = num_relevant_q > 0
@@ -111,6 +135,8 @@ def validate(model: nnx.Module, data: ValidationSet) -> dict[str, float]:
     """nDCG@10 and R@100 of ``model`` (a :class:`~jaxir.models.dual_encoder.DualEncoder`) on ``data``."""
     q = _encode_all(model, data.query_ids, data.query_mask, queries=True)[: len(data.query_ids)]
     p = _encode_all(model, data.passage_ids, data.passage_mask, queries=False)
-    labels = _pad_rows(data.labels_qn.T, _BATCH).T
-    out = _metrics(q, p, labels, data.num_relevant_q, data.ideal_labels_qr, len(data.passage_ids))
+    num_docs = data.labels_qd.shape[1]
+    doc = np.full(len(p), num_docs, np.int32)
+    doc[: len(data.passage_doc)] = data.passage_doc
+    out = _metrics(q, p, doc, data.labels_qd, data.num_relevant_q, data.ideal_labels_qr)
     return {k: float(v) for k, v in out.items()}

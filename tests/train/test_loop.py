@@ -1,5 +1,6 @@
-"""The training run: exact resume after SIGKILL, corrupted checkpoints, non-finite loss."""
+"""The training run: exact resume after SIGKILL, corrupted checkpoints, non-finite loss, distillation."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -12,7 +13,7 @@ import jax.numpy as jnp
 import pytest
 
 from jaxir.config import load_config, override
-from jaxir.data import load_corpus, load_tokenizer, read_groups
+from jaxir.data import load_corpus, load_tokenizer, read_groups, write_groups
 from jaxir.train.checkpoint import Checkpointer
 from jaxir.train.loop import NonFiniteLossError, collection_dir, losses_by_step, train
 
@@ -113,3 +114,28 @@ def test_best_passage_groups_hold_windows_that_fit(tmp_path):
     assert all(len(tokenizer(t)["input_ids"]) <= 16 for t in texts)
     corpus = load_corpus(collection_dir(config, result.workdir))
     assert sum(len(tokenizer(d.full_text)["input_ids"]) > 16 for d in corpus.values()) > 100
+
+
+def test_distillation_trains_on_the_groups_teacher_scores(tmp_path):
+    """train.distill adds a KL term (so step 1's loss grows) and needs scores in every group."""
+    plain = train(
+        override(load_config(CONFIG, "1"), ["data.validation_queries=0"]),
+        tmp_path / "a",
+        progress=False,
+    )
+    groups = read_groups(plain.workdir / "groups.jsonl")
+    scored = [
+        dataclasses.replace(
+            g,
+            positive_scores=(3.0,) * len(g.positives),
+            negative_scores=tuple(-float(i) for i in range(len(g.negatives))),
+        )
+        for g in groups
+    ]
+    write_groups(scored, tmp_path / "scored.jsonl")
+    settings = ["data.validation_queries=0", "train.distill=kl", "train.distill_weight=2.0"]
+    with pytest.raises(ValueError, match="has no teacher scores"):
+        train(override(load_config(CONFIG, "1"), settings), tmp_path / "b", progress=False)
+    config = override(load_config(CONFIG, "1"), [*settings, f"data.groups={tmp_path}/scored.jsonl"])
+    distilled = train(config, tmp_path / "c", progress=False)
+    assert losses_by_step(distilled.workdir)[1] > losses_by_step(plain.workdir)[1] + 0.01

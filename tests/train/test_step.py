@@ -1,4 +1,4 @@
-"""Train step: GradCache / accumulation gradients, sharded state, loss decreases."""
+"""Train step: GradCache / accumulation gradients, distillation, sharded state, loss decreases."""
 
 import functools
 
@@ -22,7 +22,7 @@ def make_model(learn_temperature=False):
     return DualEncoder.create(CONFIG, spec, rngs=nnx.Rngs(0))
 
 
-def make_batch(b=8, g=2, lq=8, lp=12, seed=0):
+def make_batch(b=8, g=2, lq=8, lp=12, seed=0, teacher=False):
     rng = np.random.default_rng(seed)
 
     def tokens(shape, length):
@@ -41,18 +41,35 @@ def make_batch(b=8, g=2, lq=8, lp=12, seed=0):
         "passage_mask": p_mask,
         "passage_key": keys,
         "query_key": np.arange(b, dtype=np.int32),
-    }
+    } | ({"teacher_scores": teacher_scores(rng, b, g)} if teacher else {})
 
 
-@pytest.mark.parametrize("learn_temperature", [False, True])
-def test_gradcache_equals_full_batch_gradients_on_mesh(learn_temperature):
+def teacher_scores(rng, b, g):
+    scores = rng.normal(scale=3.0, size=(b, g)).astype(np.float32)
+    scores[2, -1] = np.nan  # a random negative: no teacher score, left out of the term
+    return scores
+
+
+OBJECTIVES = {
+    "contrastive": train_step.Objective(),
+    "kl": train_step.Objective(distill="kl", distill_weight=0.5, distill_temperature=2.0),
+    "margin_mse": train_step.Objective(distill="margin_mse", distill_weight=0.1),
+}
+
+
+@pytest.mark.parametrize(
+    "learn_temperature, objective",
+    [(False, "contrastive"), (True, "contrastive"), (True, "kl"), (False, "margin_mse")],
+)
+def test_gradcache_equals_full_batch_gradients_on_mesh(learn_temperature, objective):
     mesh = sharding.make_mesh(data=4, fsdp=2)
     graphdef, params = nnx.split(make_model(learn_temperature))
     params = jax.device_put(params, sharding.param_shardings(params, mesh))
-    batch = sharding.shard_batch(make_batch(), mesh)
+    batch = sharding.shard_batch(make_batch(teacher=objective != "contrastive"), mesh)
     key = jax.random.key(0)
-    full = jax.jit(train_step.make_grad_fn(graphdef))(params, batch, key)
-    cached = jax.jit(train_step.make_grad_fn(graphdef, gradcache_chunk=2))(params, batch, key)
+    grad_fn = functools.partial(train_step.make_grad_fn, graphdef, objective=OBJECTIVES[objective])
+    full = jax.jit(grad_fn())(params, batch, key)
+    cached = jax.jit(grad_fn(gradcache_chunk=2))(params, batch, key)
     np.testing.assert_allclose(float(cached[0]), float(full[0]), rtol=1e-6)
     for a, b in zip(jax.tree.leaves(cached[1]), jax.tree.leaves(full[1])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
@@ -71,6 +88,56 @@ def test_grad_accumulation_is_mean_of_micro_batches():
     want = jax.tree.map(lambda a, b: (a + b) / 2, parts[0][1], parts[1][1])
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def numpy_log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize("kind", ["kl", "margin_mse"])
+def test_distillation_adds_the_weighted_term_on_each_group(kind):
+    """loss(objective) - loss(contrastive) == weight * a NumPy KL / Margin-MSE on the group logits."""
+    model = make_model(learn_temperature=True)
+    graphdef, params = nnx.split(model)
+    batch = make_batch(g=3, teacher=True)
+    objective = OBJECTIVES[kind]
+    key = jax.random.key(0)
+    total = float(
+        jax.jit(train_step.make_grad_fn(graphdef, objective=objective))(params, batch, key)[0]
+    )
+    plain = float(jax.jit(train_step.make_grad_fn(graphdef))(params, batch, key)[0])
+
+    q = np.asarray(model.encode_queries(batch["query_ids"], batch["query_mask"]))
+    p = np.asarray(
+        model.encode_passages(
+            batch["passage_ids"].reshape(-1, 12), batch["passage_mask"].reshape(-1, 12)
+        )
+    ).reshape(8, 3, -1)
+    student = np.einsum("bd,bgd->bg", q, p) * float(model.scale())
+    teacher = batch["teacher_scores"]
+    known = np.isfinite(teacher)
+    if kind == "kl":
+        temp = objective.distill_temperature
+        rows = []
+        for s, t, k in zip(student / temp, teacher / temp, known):
+            log_q, log_p = numpy_log_softmax(s[k]), numpy_log_softmax(t[k])
+            rows.append((np.exp(log_p) * (log_p - log_q)).sum())
+        term = np.mean(rows)
+    else:
+        margins = (student[:, :1] - student[:, 1:]) - (teacher[:, :1] - teacher[:, 1:])
+        term = np.mean(np.square(margins)[known[:, 1:]])
+    assert term > 1e-3
+    np.testing.assert_allclose(total - plain, objective.distill_weight * term, rtol=2e-4, atol=1e-5)
+
+
+def test_distillation_without_teacher_scores_is_a_clear_error():
+    graphdef, params = nnx.split(make_model())
+    grad_fn = train_step.make_grad_fn(graphdef, objective=OBJECTIVES["kl"])
+    with pytest.raises(ValueError, match="needs teacher scores in the batch"):
+        grad_fn(params, make_batch(), jax.random.key(0))
+    with pytest.raises(ValueError, match="train.distill must be 'none', 'kl' or 'margin_mse'"):
+        train_step.Objective(distill="mse")
 
 
 def test_sharded_train_step_reduces_loss_and_keeps_shardings():

@@ -1,0 +1,56 @@
+"""In-training validation on device agrees with exact search + ir_measures (FirstP and MaxP)."""
+
+import pytest
+
+from jaxir.data.synthetic import make_collection
+from jaxir.eval import evaluate
+from jaxir.search import dense_search_run, tower_encoders
+from jaxir.train.validation import ValidationSet, validate
+from tests.search.tiny import SPEC, bert_tokenizer, tiny_dual_encoder
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return bert_tokenizer(tmp_path_factory.mktemp("vocab"))
+
+
+@pytest.fixture(scope="module")
+def beir():
+    """Synthetic collection; many documents are longer than the 32-token passage tower."""
+    return make_collection(num_topics=8, num_train_queries=0, num_test_queries=12)
+
+
+def validation_set(tokenizer, beir, split: bool) -> ValidationSet:
+    texts = {d: doc.full_text for d, doc in beir.corpus.items()}
+    rows = texts
+    if split:
+        _, passage_enc = tower_encoders(tiny_dual_encoder(), tokenizer)
+        rows = list(passage_enc.passages(beir.corpus.values()))
+        assert len(rows) > len(texts), "no document was split: the MaxP case tests nothing"
+    return ValidationSet.build(
+        {q: query.full_text for q, query in beir.queries.items()},
+        rows,
+        beir.qrels,
+        tokenizer,
+        max_query_length=SPEC.query_max_length,
+        max_passage_length=SPEC.passage_max_length,
+    )
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["firstp", "maxp"])
+def test_validate_matches_exact_search_and_ir_measures(tokenizer, beir, split):
+    model = tiny_dual_encoder()
+    got = validate(model, validation_set(tokenizer, beir, split))
+    run = dense_search_run(
+        model, tokenizer, beir.corpus, beir.queries, k=100, split_documents=split
+    )
+    want = evaluate(run, beir.qrels, ("nDCG@10", "R@100"))
+    assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_maxp_differs_from_firstp(tokenizer, beir):
+    """Guards the test above: the split and unsplit sets must score differently."""
+    model = tiny_dual_encoder()
+    firstp = validate(model, validation_set(tokenizer, beir, False))
+    maxp = validate(model, validation_set(tokenizer, beir, True))
+    assert firstp != maxp

@@ -128,6 +128,7 @@ class Protocol:
     ict_keep: float = 0.1  # chance the ICT query sentence stays in its passage
     ict_windows: bool = False  # cut ICT groups from passage windows, not whole documents
     ict_overrides: tuple[str, ...] = ()  # config overrides for phase 1 only (both frameworks)
+    ict_bm25: bool = False  # ICT groups get BM25 hard negatives, BM25 scores as teacher scores
     twin: bool = True  # False: jaxir only (recipe trials; no RESULT vs the twin)
     score_phase1: bool = False
     score_untrained: bool = True
@@ -381,7 +382,10 @@ def run_seed(
             stride=config.index.passage_stride,
         )
         source = {f"{doc_id}#{i}": text for i, (doc_id, text) in enumerate(rows)}
-    data_lib.write_groups(ict_groups(source, seed=seed, keep_probability=protocol.ict_keep), ict)
+    groups = ict_groups(source, seed=seed, keep_probability=protocol.ict_keep)
+    if protocol.ict_bm25:
+        groups = with_bm25_negatives(groups, corpus, config.data.bm25_rank_window)
+    data_lib.write_groups(groups, ict)
     phase1 = protocol.ict_share * protocol.budget
     phase2 = protocol.budget - phase1
     scores = {}
@@ -436,6 +440,36 @@ def run_seed(
     out["scores"] = scores
     steps = {k: f"{v['ict'].steps}+{v['qrels'].steps}" for k, v in out.items() if k in NAMES}
     print(f"[seed {seed}] steps {steps}; " + json.dumps(scores), flush=True)
+    return out
+
+
+def with_bm25_negatives(
+    groups: list[data_lib.TrainGroup], corpus: dict, rank_window: tuple[int, int], count: int = 8
+) -> list[data_lib.TrainGroup]:
+    """ICT groups plus BM25 hard negatives of their query sentence, BM25 scores as teacher scores.
+
+    The source document (the one holding the sentence) is the positive: its BM25 score is
+    the positive's teacher score; ``rank_window`` ranks of the other documents give up to
+    ``count`` negatives. Groups whose source is not in BM25's top ranks are dropped (and
+    counted in the printout).
+    """
+    queries = {str(i): g.query for i, g in enumerate(groups)}
+    run = data_lib.bm25_search(corpus, queries, k=rank_window[1] + 2)
+    out = []
+    for i, g in enumerate(groups):
+        ranked = list(run.get(str(i), {}).items())
+        source = [s for d, s in ranked if g.query in corpus[d].text]
+        others = [(d, s) for d, s in ranked if g.query not in corpus[d].text]
+        others = others[rank_window[0] : rank_window[1]][:count]
+        if source and others:
+            negatives = tuple(corpus[d].full_text for d, _ in others)
+            scores = tuple(s for _, s in others)
+            out.append(
+                dataclasses.replace(
+                    g, negatives=negatives, positive_scores=(source[0],), negative_scores=scores
+                )
+            )
+    print(f"ICT + BM25: {len(out)} of {len(groups)} groups have their source in BM25's top ranks")
     return out
 
 
@@ -561,6 +595,12 @@ def main() -> None:
         help="chance the ICT query sentence stays in its passage (ORQA: 0.1)",
     )
     parser.add_argument(
+        "--ict-bm25",
+        action="store_true",
+        help="give ICT groups BM25 hard negatives with BM25 scores as teacher scores "
+        "(distill them with --ict-set train.distill=margin_mse)",
+    )
+    parser.add_argument(
         "--ict-set",
         action="append",
         default=[],
@@ -577,6 +617,7 @@ def main() -> None:
         ict_keep=args.ict_keep,
         ict_windows=args.ict_windows,
         ict_overrides=tuple(args.ict_set),
+        ict_bm25=args.ict_bm25,
         twin=not args.jaxir_only,
         score_phase1=args.score_phase1,
         score_untrained=not args.skip_untrained,

@@ -59,6 +59,8 @@ Run::
     python benchmarks/effectiveness.py --seeds 0,1       # seed spread
     python benchmarks/effectiveness.py --quick           # 60 s budget, 100 test queries
                                                          # over 1000 documents (smoke test)
+    python benchmarks/effectiveness.py --jaxir-only --skip-untrained --set KEY=VALUE
+        # a recipe trial: jaxir's half only; --ict-share, --ict-set, --ict-bm25, ... (--help)
 
 Ends with ``RESULT {...}`` lines (DESIGN principle 8): jaxir vs the twin and jaxir vs
 BM25, nDCG@10 averaged over the seeds.

@@ -122,7 +122,7 @@ def _loss_on_representations(graphdef, params, q_bd, p_nd, batch: Batch, *, obje
     return loss + objective.distill_weight * distill
 
 
-def contrastive_loss(
+def objective_loss(
     graphdef, params, batch: Batch, key: jax.Array, *, objective: Objective = Objective()
 ):
     """The :class:`Objective` of the dual encoder ``merge(graphdef, params)`` on ``batch``."""
@@ -137,7 +137,7 @@ def _chunks(batch: Batch, n: int) -> Batch:
 def gradcache_grads(
     graphdef, params, batch: Batch, key: jax.Array, *, chunk: int, objective: Objective
 ):
-    """``(loss, grads)`` of :func:`contrastive_loss` on the full batch, encoding ``chunk`` queries at a time."""
+    """``(loss, grads)`` of :func:`objective_loss` on the full batch, encoding ``chunk`` queries at a time."""
     size = batch["query_ids"].shape[0]
     if size % chunk:
         raise ValueError(f"gradcache_chunk {chunk} must divide the batch size {size}.")
@@ -169,7 +169,7 @@ def accumulated_grads(
     graphdef, params, batch: Batch, key: jax.Array, *, steps: int, objective: Objective
 ):
     """Mean ``(loss, grads)`` over ``steps`` micro-batches (each its own in-batch negatives)."""
-    grad_fn = jax.value_and_grad(functools.partial(contrastive_loss, graphdef, objective=objective))
+    grad_fn = jax.value_and_grad(functools.partial(objective_loss, graphdef, objective=objective))
 
     def add(acc, args):
         micro, micro_key = args
@@ -199,7 +199,7 @@ def make_grad_fn(
         )
     if grad_accum > 1:
         return functools.partial(accumulated_grads, graphdef, steps=grad_accum, objective=objective)
-    return jax.value_and_grad(functools.partial(contrastive_loss, graphdef, objective=objective))
+    return jax.value_and_grad(functools.partial(objective_loss, graphdef, objective=objective))
 
 
 def batch_shardings(mesh: Mesh, batch: Batch) -> Batch:

@@ -82,7 +82,7 @@ def test_grad_accumulation_is_mean_of_micro_batches():
     loss, grads = jax.jit(train_step.make_grad_fn(graphdef, grad_accum=2))(params, batch, key)
     halves = [jax.tree.map(lambda x, i=i: x[i * 4 : (i + 1) * 4], batch) for i in range(2)]
     keys = jax.random.split(key, 2)
-    fn = jax.jit(jax.value_and_grad(functools.partial(train_step.contrastive_loss, graphdef)))
+    fn = jax.jit(jax.value_and_grad(functools.partial(train_step.objective_loss, graphdef)))
     parts = [fn(params, h, k) for h, k in zip(halves, keys)]
     np.testing.assert_allclose(float(loss), np.mean([float(p[0]) for p in parts]), rtol=1e-5)
     want = jax.tree.map(lambda a, b: (a + b) / 2, parts[0][1], parts[1][1])

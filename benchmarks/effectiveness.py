@@ -130,7 +130,7 @@ class Protocol:
     ict_keep: float = 0.1  # chance the ICT query sentence stays in its passage
     ict_windows: bool = False  # cut ICT groups from passage windows, not whole documents
     ict_overrides: tuple[str, ...] = ()  # config overrides for phase 1 only (both frameworks)
-    ict_bm25: bool = False  # ICT groups get BM25 hard negatives, BM25 scores as teacher scores
+    ict_bm25: bool = False  # ICT groups get BM25 hard negatives of their query sentence
     twin: bool = True  # False: jaxir only (recipe trials; no RESULT vs the twin)
     score_phase1: bool = False
     score_untrained: bool = True
@@ -448,30 +448,19 @@ def run_seed(
 def with_bm25_negatives(
     groups: list[data_lib.TrainGroup], corpus: dict, rank_window: tuple[int, int], count: int = 8
 ) -> list[data_lib.TrainGroup]:
-    """ICT groups plus BM25 hard negatives of their query sentence, BM25 scores as teacher scores.
+    """ICT groups plus up to ``count`` BM25 hard negatives of their query sentence.
 
-    The source document (the one holding the sentence) is the positive: its BM25 score is
-    the positive's teacher score; ``rank_window`` ranks of the other documents give up to
-    ``count`` negatives. Groups whose source is not in BM25's top ranks are dropped (and
-    counted in the printout).
+    The source document (the one holding the sentence) is left out; ``rank_window``
+    ranks of the other documents give the negatives. Groups with no negative in the
+    window keep none (random negatives fill their slot, as in plain ICT).
     """
     queries = {str(i): g.query for i, g in enumerate(groups)}
     run = data_lib.bm25_search(corpus, queries, k=rank_window[1] + 2)
     out = []
     for i, g in enumerate(groups):
-        ranked = list(run.get(str(i), {}).items())
-        source = [s for d, s in ranked if g.query in corpus[d].text]
-        others = [(d, s) for d, s in ranked if g.query not in corpus[d].text]
-        others = others[rank_window[0] : rank_window[1]][:count]
-        if source and others:
-            negatives = tuple(corpus[d].full_text for d, _ in others)
-            scores = tuple(s for _, s in others)
-            out.append(
-                dataclasses.replace(
-                    g, negatives=negatives, positive_scores=(source[0],), negative_scores=scores
-                )
-            )
-    print(f"ICT + BM25: {len(out)} of {len(groups)} groups have their source in BM25's top ranks")
+        others = [d for d in run.get(str(i), {}) if g.query not in corpus[d].text]
+        chosen = others[rank_window[0] : rank_window[1]][:count]
+        out.append(dataclasses.replace(g, negatives=tuple(corpus[d].full_text for d in chosen)))
     return out
 
 
@@ -599,8 +588,7 @@ def main() -> None:
     parser.add_argument(
         "--ict-bm25",
         action="store_true",
-        help="give ICT groups BM25 hard negatives with BM25 scores as teacher scores "
-        "(distill them with --ict-set train.distill=margin_mse)",
+        help="give ICT groups BM25 hard negatives of their query sentence (data.bm25_rank_window)",
     )
     parser.add_argument(
         "--ict-set",

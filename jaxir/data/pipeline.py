@@ -142,8 +142,9 @@ class TrainingData:
         else:
             hard_at = np.arange(len(hard))
             random_fill = rng.integers(0, len(self.passage_ids), size=need - len(hard))
-        chosen = np.concatenate([[positives[positive_at]], hard[hard_at], random_fill])
-        chosen = chosen.astype(np.int32)
+        chosen = np.concatenate([[positives[positive_at]], hard[hard_at], random_fill]).astype(
+            np.int32
+        )
         q = self.group_query[index]
         example = {
             "query_ids": self.query_ids[q],

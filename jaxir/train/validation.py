@@ -44,7 +44,7 @@ class ValidationSet:
     def build(
         cls,
         queries: Mapping[str, str],
-        passages: Mapping[str, str] | Iterable[tuple[str, str]],
+        passages: Iterable[tuple[str, str]],
         qrels: Mapping[str, Mapping[str, int]],
         tokenizer: Any,
         *,
@@ -57,8 +57,8 @@ class ValidationSet:
 
         Args:
           queries: ``{query_id: text}``.
-          passages: ``{doc_id: text}``, or ``(doc_id, text)`` rows with any number of
-            rows per document (e.g. from :func:`jaxir.data.passages.split_passages`).
+          passages: ``(doc_id, text)`` rows, any number per document (e.g. from
+            :func:`jaxir.data.passages.split_passages`, or ``texts.items()``).
           qrels: ``{query_id: {doc_id: grade}}``; relevant documents missing from
             ``passages`` still count in ``num_relevant_q`` (recall is measured against
             the full qrels).
@@ -72,7 +72,7 @@ class ValidationSet:
         >>> v.passage_doc.tolist(), v.labels_qd.tolist()
         ([0, 0, 1], [[1, 0]])
         """
-        rows = list(passages.items() if isinstance(passages, Mapping) else passages)
+        rows = list(passages)
         qids = list(queries)
         col: dict[str, int] = {}
         passage_doc = np.asarray([col.setdefault(d, len(col)) for d, _ in rows], np.int32)

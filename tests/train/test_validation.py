@@ -22,7 +22,7 @@ def beir():
 
 def validation_set(tokenizer, beir, split: bool) -> ValidationSet:
     texts = {d: doc.full_text for d, doc in beir.corpus.items()}
-    rows = texts
+    rows = list(texts.items())
     if split:
         _, passage_enc = tower_encoders(tiny_dual_encoder(), tokenizer)
         rows = list(passage_enc.passages(beir.corpus.values()))

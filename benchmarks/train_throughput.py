@@ -47,6 +47,8 @@ import os
 import pathlib
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -59,7 +61,7 @@ import numpy as np
 import torch
 from flax import nnx
 
-from jaxir import sharding
+from jaxir import host_memory, sharding
 from jaxir.losses.contrastive import in_batch_softmax
 from jaxir.models import hf
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec
@@ -255,54 +257,79 @@ def timed(fn) -> tuple[float, float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu, value
 
 
-def run_setting(
-    path: pathlib.Path, group: int, dtype: str, *, warmup: int, steps: int, seed: int
+def run_worker(
+    framework: str,
+    path: pathlib.Path,
+    group: int,
+    dtype: str,
+    *,
+    warmup: int,
+    steps: int,
+    seed: int,
 ) -> dict:
-    """Warm steps of both trainers on one batch with ``group`` passages per query, in ``dtype``.
+    """One framework's steps on one batch with ``group`` passages per query, in ``dtype``.
 
-    The timed steps alternate in blocks (jaxir, torch, jaxir, torch) rather than step by
-    step, so that one framework's idle worker threads (OpenMP spin-waiting) do not eat
-    into the other's first milliseconds of every step.
+    Runs in a process of its own (see :func:`measure`): the first step (jaxir: compile),
+    ``warmup - 1`` more untimed steps, then ``steps`` timed ones.
     """
     batch = make_batch(group, seed)
-    ours = JaxirTrainer(path, batch, seed, dtype)
-    peer = SentenceTransformersTrainer(path, batch, dtype)
-    loss_ours, loss_peer = ours.eval_loss(), peer.eval_loss()
-    tolerance = 1e-3 if dtype == "float32" else 2e-2
-    if not np.isclose(loss_ours, loss_peer, rtol=tolerance, atol=tolerance):
-        raise RuntimeError(
-            f"Parity check failed: initial loss jaxir {loss_ours:.5f} vs "
-            f"sentence-transformers {loss_peer:.5f}; the two models are not the same."
-        )
+    if framework == "jaxir":
+        trainer = JaxirTrainer(path, batch, seed, dtype)
+    else:
+        trainer = SentenceTransformersTrainer(path, batch, dtype)
+    initial_loss = trainer.eval_loss()
     compiles = _COMPILES[0]
-    first_step = timed(ours.step)[0]  # compile + one step
-    step_programs = _COMPILES[0] - compiles
-    warm = [timed(ours.step)[0] for _ in range(warmup - 1)]
-    for _ in range(warmup):
-        peer.step()
-    rounds = 2 if steps >= 2 else 1
-    runs: dict[str, list[tuple[float, float, float]]] = {"ours": [], "peer": []}
-    for r in range(rounds):
-        block = steps // rounds + (r < steps % rounds)
-        runs["ours"] += [timed(ours.step) for _ in range(block)]
-        runs["peer"] += [timed(peer.step) for _ in range(block)]
-    recompiles = _COMPILES[0] - compiles - step_programs
-    wall = {k: [t[0] for t in v] for k, v in runs.items()}
-    cpu = {k: statistics.median(t[1] for t in v) for k, v in runs.items()}
-    med = {k: statistics.median(v) for k, v in wall.items()}
+    first_step = timed(trainer.step)[0]
+    programs = _COMPILES[0] - compiles
+    for _ in range(warmup - 1):
+        trainer.step()
+    runs = [timed(trainer.step) for _ in range(steps)]
     return {
-        "group": group,
-        "dtype": dtype,
-        "initial_loss": (loss_ours, loss_peer),
-        "final_loss": (runs["ours"][-1][2], runs["peer"][-1][2]),
+        "initial_loss": initial_loss,
+        "final_loss": runs[-1][2],
         "first_step_s": first_step,
-        "compile_s": first_step - (statistics.median(warm) if warm else med["ours"]),
-        "compiles": (step_programs, recompiles),
-        "step_s": (med["ours"], med["peer"]),
-        "cpu_s": (cpu["ours"], cpu["peer"]),
-        "step_range_s": tuple((min(wall[k]), max(wall[k])) for k in ("ours", "peer")),
-        "examples_per_s": (QUERIES / med["ours"], QUERIES / med["peer"]),
+        "programs": programs,
+        "recompiles": _COMPILES[0] - compiles - programs,
+        "wall_s": [r[0] for r in runs],
+        "cpu_s": [r[1] for r in runs],
     }
+
+
+#: (row label, worker, environment): jaxir as imported (its glibc settings on), the peer
+#: as its users run it, and the peer given jaxir's glibc settings through GLIBC_TUNABLES.
+RUNS = (
+    ("jaxir", "jaxir", {}),
+    ("sentence-transformers", "peer", {host_memory.OPT_OUT: "1"}),
+    (
+        "  same, jaxir's malloc",
+        "peer",
+        {host_memory.OPT_OUT: "1", "GLIBC_TUNABLES": host_memory.GLIBC_TUNABLES},
+    ),
+)
+
+
+def measure(worker: str, env: dict[str, str], path: pathlib.Path, args: list[str]) -> dict:
+    """Runs :func:`run_worker` in a fresh Python process and returns its measurements."""
+    command = [sys.executable, __file__, "--worker", worker, "--checkpoint", str(path), *args]
+    done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("WORKER ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"{worker} worker failed ({' '.join(command)}):\n{done.stderr[-3000:]}")
+    result = json.loads(lines[-1].removeprefix("WORKER "))
+    result["step_s"] = statistics.median(result["wall_s"])
+    result["examples_per_s"] = QUERIES / result["step_s"]
+    return result
+
+
+def check_parity(dtype: str, ours: dict, peer: dict) -> None:
+    """The dropout-free initial losses must agree: both sides train the same model."""
+    tolerance = 1e-3 if dtype == "float32" else 2e-2
+    a, b = ours["initial_loss"], peer["initial_loss"]
+    if not np.isclose(a, b, rtol=tolerance, atol=tolerance):
+        raise RuntimeError(
+            f"Parity check failed: initial loss jaxir {a:.5f} vs sentence-transformers "
+            f"{b:.5f}; the two models are not the same."
+        )
 
 
 def main() -> None:
@@ -310,22 +337,38 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="hard-negative settings only (float32, bfloat16), 1 warmup + 2 timed steps",
+        help="hard-negative settings only (float32, bfloat16), 2 warmup + 3 timed steps",
     )
     parser.add_argument("--steps", type=int, default=None, help="timed steps per setting")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (>= 1)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed first steps (>= 1)")
     parser.add_argument("--torch-threads", type=int, default=None, help="default: CPU count")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", choices=("jaxir", "peer"), help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", type=pathlib.Path, help=argparse.SUPPRESS)
+    parser.add_argument("--group", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    steps = args.steps or (2 if args.quick else 10)
-    warmup = 1 if args.quick else max(args.warmup, 1)
+    steps = args.steps or (3 if args.quick else 10)
+    warmup = 2 if args.quick else max(args.warmup, 1)
+    torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
+    if args.worker:
+        result = run_worker(
+            args.worker,
+            args.checkpoint,
+            args.group,
+            args.dtype,
+            warmup=warmup,
+            steps=steps,
+            seed=args.seed,
+        )
+        print("WORKER " + json.dumps(result))
+        return
     settings = (
         ("train_vs_sentence_transformers", 2, "float32"),
         ("train_vs_sentence_transformers_bf16", 2, "bfloat16"),
     )
     if not args.quick:
         settings += (("train_vs_sentence_transformers_no_hardneg", 1, "float32"),)
-    torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
@@ -337,16 +380,20 @@ def main() -> None:
     print(
         f"batch: {QUERIES} queries x {QUERY_LEN} tokens, {QUERIES} positives (+{QUERIES} hard "
         f"negatives) x {PASSAGE_LEN} tokens; dropout 0.1; AdamW lr {LEARNING_RATE}; "
-        f"{warmup} warmup + {steps} timed steps each, alternating in blocks"
+        f"{warmup} warmup + {steps} timed steps, each framework in a fresh process"
     )
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp)
         write_checkpoint(path, args.seed)
         for _, group, dtype in settings:
-            results.append(
-                run_setting(path, group, dtype, warmup=warmup, steps=steps, seed=args.seed)
-            )
+            worker_args = [f"--group={group}", f"--dtype={dtype}", f"--warmup={warmup}"]
+            worker_args += [f"--steps={steps}", f"--seed={args.seed}"]
+            if args.torch_threads:
+                worker_args.append(f"--torch-threads={args.torch_threads}")
+            runs = [measure(worker, env, path, worker_args) for _, worker, env in RUNS]
+            check_parity(dtype, runs[0], runs[1])
+            results.append((group, dtype, runs))
 
     print()
     header = (
@@ -355,28 +402,27 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    for r in results:
-        setting = ("with hard negative" if r["group"] == 2 else "no hard negative") + (
-            f", {r['dtype']}"
-        )
-        for i, name in enumerate(("jaxir", "sentence-transformers")):
-            lo, hi = r["step_range_s"][i]
+    for group, dtype, runs in results:
+        setting = ("with hard negative" if group == 2 else "no hard negative") + f", {dtype}"
+        for i, ((label, _, _), r) in enumerate(zip(RUNS, runs, strict=True)):
+            span = f"{min(r['wall_s']):.2f}..{max(r['wall_s']):.2f}"
             print(
-                f"{setting if i == 0 else '':<30}{name:<24}{r['step_s'][i]:>12.3f}"
-                f"{f'{lo:.2f}..{hi:.2f}':>16}{r['cpu_s'][i]:>12.2f}{r['examples_per_s'][i]:>12.2f}"
+                f"{setting if i == 0 else '':<30}{label:<24}{r['step_s']:>12.3f}"
+                f"{span:>16}{statistics.median(r['cpu_s']):>12.2f}{r['examples_per_s']:>12.2f}"
             )
-        ratio = r["examples_per_s"][0] / r["examples_per_s"][1]
+        ours, peer, tuned = runs
         print(
-            f"{'':<30}jaxir / peer = {ratio:.2f}x; jaxir first step {r['first_step_s']:.1f} s "
-            f"(compile ~{r['compile_s']:.1f} s, {r['compiles'][0]} program(s), "
-            f"{r['compiles'][1]} recompiles after it); "
-            f"initial loss (no dropout) jaxir {r['initial_loss'][0]:.4f} / "
-            f"peer {r['initial_loss'][1]:.4f}; last train loss {r['final_loss'][0]:.4f} / "
-            f"{r['final_loss'][1]:.4f}"
+            f"{'':<30}jaxir / peer = {ours['examples_per_s'] / peer['examples_per_s']:.2f}x "
+            f"({ours['examples_per_s'] / tuned['examples_per_s']:.2f}x vs the peer with "
+            f"jaxir's malloc settings); jaxir first step {ours['first_step_s']:.1f} s "
+            f"(compile ~{ours['first_step_s'] - ours['step_s']:.1f} s, {ours['programs']} "
+            f"program(s), {ours['recompiles']} recompiles after it); initial loss (no dropout) "
+            f"jaxir {ours['initial_loss']:.4f} / peer {peer['initial_loss']:.4f}; last train "
+            f"loss {ours['final_loss']:.4f} / {peer['final_loss']:.4f}"
         )
     print()
-    for r, (name, _, dtype) in zip(results, settings, strict=True):
-        ours, peer = r["examples_per_s"]
+    for (_, dtype, runs), (name, _, _) in zip(results, settings, strict=True):
+        ours, peer, tuned = (r["examples_per_s"] for r in runs)
         record = {
             "name": name,
             "unit": "examples/s",
@@ -385,6 +431,8 @@ def main() -> None:
             "peer": "sentence-transformers",
             "peer_value": round(peer, 3),
             "ratio": round(ours / peer, 3),
+            "peer_value_jaxir_malloc": round(tuned, 3),
+            "ratio_jaxir_malloc": round(ours / tuned, 3),
         }
         print("RESULT " + json.dumps(record))
 

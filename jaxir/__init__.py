@@ -7,9 +7,17 @@ The top-level names mirror the CLI (imported lazily, so ``import jaxir`` is inst
 * :func:`evaluate` -- ir_measures metrics of a run against qrels;
 * :func:`load_embeddings`, :func:`load_bundle` -- read what ``encode`` / ``export`` wrote;
 * :func:`load_pretrained` -- a Hugging Face checkpoint as an NNX model.
+
+Importing jaxir also makes glibc keep the host memory XLA:CPU frees, so a jitted
+program's temporary buffers are reused instead of page-faulted in on every call
+(:mod:`jaxir.host_memory`; ``JAXIR_SYSTEM_MALLOC=1`` opts out).
 """
 
 import importlib
+
+from jaxir.host_memory import keep_freed_memory
+
+keep_freed_memory()
 
 __version__ = "0.1.0"
 

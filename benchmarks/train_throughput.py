@@ -2,7 +2,7 @@
 
 Both frameworks train the *same* MiniLM-L6-H384-shaped BERT (random weights written
 once by ``transformers`` and loaded by each) on the *same* batches with the same loss
-and optimizer, in one process:
+and optimizer, each in a fresh Python process started by this script:
 
 * batch: 32 queries x 32 tokens, 32 positives (+ 32 hard negatives) x 128 tokens,
   random token ids without padding, already tensors (tokenization excluded from both);
@@ -22,21 +22,27 @@ and optimizer, in one process:
   dtype=torch.bfloat16)`` around the sentence-transformers forward and loss (float32
   params and optimizer, bf16 oneDNN GEMMs), the standard mixed-precision recipe of each.
 
-Timed steps of the two frameworks alternate in blocks (jaxir, torch, jaxir, torch) so
-background load hits both alike; the first ``--warmup`` steps of each (jaxir: compile)
-are excluded and the median wall time of the timed steps is reported as
-examples/s = queries/s (process CPU time per step is printed too: it is less sensitive
-to other load on the machine).
+Each framework runs as its users get it: jaxir as imported (which makes glibc keep freed
+host memory, :mod:`jaxir.host_memory`), sentence-transformers with the system allocator
+(``JAXIR_SYSTEM_MALLOC=1`` in its process, which imports this script and so jaxir). A
+third row runs sentence-transformers again with jaxir's allocator settings
+(``GLIBC_TUNABLES``), so the allocator's share of the ratio is on the table
+(``ratio_jaxir_malloc`` in the RESULT lines). Separate processes keep one side's freed
+memory and idle threads out of the other's steps. The runs are sequential, so compare
+them on an otherwise idle machine; the load average is printed. The first ``--warmup``
+steps of each (jaxir: compile) are excluded and the median wall time of the timed steps
+is reported as examples/s = queries/s (process CPU time per step is printed too).
 The jaxir step compiles once per setting; later steps must not recompile (printed).
 
 Run::
 
     python benchmarks/train_throughput.py           # 10 timed steps per setting
-    python benchmarks/train_throughput.py --quick   # hard negatives only (f32, bf16), 2 timed steps
+    python benchmarks/train_throughput.py --quick   # hard negatives only (f32, bf16), 3 timed steps
 
 Ends with ``RESULT {...}`` lines (DESIGN principle 8): float32 with hard negatives
 (``train_vs_sentence_transformers``), bfloat16 mixed precision with hard negatives
-(``..._bf16``) and float32 without hard negatives (``..._no_hardneg``).
+(``..._bf16``) and float32 without hard negatives (``..._no_hardneg``); ``ratio`` is
+against the peer as its users run it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Host memory: let glibc keep what XLA:CPU frees, instead of returning it to the kernel.
 
-XLA:CPU allocates each executable's temporary buffers in one block per call (2.98 GB for
+XLA:CPU allocates each executable's temporary buffers in one block per call (2.99 GB for
 the MiniLM-shaped training step of ``benchmarks/train_throughput.py``) and frees it when
 the call ends. glibc serves a block that large with a fresh ``mmap`` and gives it back
 with ``munmap``, so every step page-faults the whole block in again: 730k minor faults
@@ -10,12 +10,16 @@ another framework in the process has just freed memory (a 6.3 s step).
 :func:`keep_freed_memory` switches glibc's allocator to one heap that grows with ``brk``
 and is never trimmed (``mallopt``: one arena, no ``mmap`` for large blocks, no trimming),
 so the block of step ``n`` is reused by step ``n + 1`` without a fault (measured: 0
-faults, step 3.15 s -> 2.75 s). The price is the one every accelerator allocator pays:
-the process keeps its peak host memory until it exits.
+faults, step 3.15 s -> 2.75 s). The prices: the process keeps its peak host memory
+until it exits (as every accelerator allocator does), and threads share one arena, so
+allocation-heavy threads of *other* libraries in the process contend for its lock
+(PyTorch's bf16 autocast training step in a jaxir process: 1.99 s -> 3.12 s; its f32
+step got faster, 4.07 s -> 3.63 s; ``benchmarks/train_RESULTS.md``).
 
 ``import jaxir`` calls it once, before JAX starts its CPU threads (a thread that has
-already allocated keeps its own arena); set ``JAXIR_SYSTEM_MALLOC=1`` to opt out. On a
-C library other than glibc (macOS, musl) it does nothing.
+already allocated keeps its own arena); set ``JAXIR_SYSTEM_MALLOC=1`` to opt out, e.g.
+when PyTorch trains in the same process. On a C library other than glibc (macOS, musl)
+it does nothing.
 
 Example:
     >>> import jaxir.host_memory

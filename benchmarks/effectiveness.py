@@ -18,14 +18,15 @@ Both dense retrievers are the *identical* setup, differing only in the framework
   (:func:`jaxir.data.ict.ict_groups`: a random sentence as query, the rest of the
   document as positive); phase 2 (70%) trains on the SciFact train qrels with BM25 hard
   negatives (all training queries: ``data.validation_queries=0``), each group repeated
-  4 times (``--mix-ict``), mixed with a fresh ICT cut of the corpus (another seed): 3,236
-  qrels groups + 5,183 ICT groups. Alone, the qrels groups are memorized within ~200
-  steps (training loss ~0.001) and the remaining ~650 steps teach nothing; the ICT share
-  keeps the model learning the corpus. The twin reads phase 2's groups from the
-  ``groups.jsonl`` jaxir's phase 2 reads. The twin draws its batches from the very same
-  seeded :class:`jaxir.data.pipeline.TrainingData` iterator, so both see identical
-  batches in identical order: 32 queries, each with its positive and 1 hard negative
-  (phase 1 has none, so that slot holds a random passage, in both).
+  4 times, mixed with a fresh ICT cut of the corpus (seed + 1; ``--mix-ict`` sets phase
+  2's ``data.ict_mix``): 3,236 qrels groups + 5,183 ICT groups. Alone, the qrels groups
+  are memorized within ~200 steps (training loss ~0.001) and the remaining ~650 steps
+  teach nothing; the ICT share keeps the model learning the corpus. The twin reads
+  phase 2's groups from the ``groups.jsonl`` jaxir's phase 2 wrote. The twin draws its
+  batches from the very same seeded :class:`jaxir.data.pipeline.TrainingData`
+  iterator, so both see identical batches in identical order: 32 queries, each with its
+  positive and 1 hard negative (an ICT group has none, so that slot holds a random
+  passage, in both).
 * loss: in-batch softmax over all 64 passages of the batch with scale 20, i.e.
   ``MultipleNegativesRankingLoss(scale=20)`` vs jaxir's contrastive step (jaxir also
   masks duplicate passages of other queries; with distinct texts the losses are equal).
@@ -135,7 +136,7 @@ class Protocol:
     ict_windows: bool = False  # cut ICT groups from passage windows, not whole documents
     ict_overrides: tuple[str, ...] = ()  # config overrides for phase 1 only (both frameworks)
     ict_bm25: bool = False  # ICT groups get BM25 hard negatives of their query sentence
-    mix_ict: int = 4  # > 0: phase 2 = train-qrels groups repeated this often + fresh ICT groups
+    mix_ict: int = 4  # phase 2's data.ict_mix: qrels groups x this + a fresh ICT cut
     twin: bool = True  # False: jaxir only (recipe trials; no RESULT vs the twin)
     score_phase1: bool = False
     score_untrained: bool = True
@@ -436,13 +437,14 @@ def run_seed(
         f"{phase2:.0f} s each) ..."
     )
     jx2 = root / "jaxir_qrels"
-    if protocol.mix_ict:  # jaxir.train reads this cache instead of mining
-        jx2.mkdir()
-        mixed = qrels_groups(config, corpus) * protocol.mix_ict
-        mixed += ict_groups(source, seed=seed + 1, keep_probability=protocol.ict_keep)
-        data_lib.write_groups(mixed, jx2 / "groups.jsonl")
     out["jaxir"]["qrels"] = jaxir_train(
-        config, [f"model.init={jx1}/model/query", f"train.max_seconds={phase2}"], jx2
+        config,
+        [
+            f"model.init={jx1}/model/query",
+            f"train.max_seconds={phase2}",
+            f"data.ict_mix={protocol.mix_ict}",
+        ],
+        jx2,
     )
     check_same_tokenizer(init, jx2 / "model" / "query")
     st2 = root / "st_qrels"
@@ -487,22 +489,6 @@ def with_bm25_negatives(
 
 def phase2_mix(protocol: Protocol) -> str:
     return f" x{protocol.mix_ict} + fresh ICT groups" if protocol.mix_ict else ""
-
-
-def qrels_groups(config: config_lib.DenseRunConfig, corpus: dict) -> list[data_lib.TrainGroup]:
-    """The train-qrels groups with BM25 negatives, as ``jaxir.train`` mines them."""
-    dc = config.data
-    path = pathlib.Path(dc.path)
-    queries = data_lib.load_queries(path)
-    qrels = data_lib.load_qrels(path / "qrels" / f"{dc.train_split}.tsv")
-    negatives = data_lib.mine_bm25_negatives(
-        queries,
-        corpus,
-        qrels,
-        num_negatives=max(8, config.train.group_size * 4),
-        rank_window=dc.bm25_rank_window,
-    )
-    return data_lib.groups_from_qrels(queries, corpus, qrels, negatives)
 
 
 def check_same_tokenizer(a: pathlib.Path, b: pathlib.Path) -> None:
@@ -604,8 +590,8 @@ def main() -> None:
     parser.add_argument(
         "--ict-windows",
         action="store_true",
-        help="cut ICT groups from passage windows (as split_passages cuts them) instead of "
-        "whole documents, so a query sentence's context is inside the positive",
+        help="cut phase 1's ICT groups from passage windows (as split_passages cuts them) "
+        "instead of whole documents, so a query sentence's context is inside the positive",
     )
     parser.add_argument(
         "--skip-untrained",
@@ -624,7 +610,8 @@ def main() -> None:
         "--ict-keep",
         type=float,
         default=0.1,
-        help="chance the ICT query sentence stays in its passage (ORQA: 0.1)",
+        help="chance a phase-1 ICT query sentence stays in its passage (ORQA: 0.1; phase 2's "
+        "ICT groups use jaxir.data.ict_groups' default, 0.1)",
     )
     parser.add_argument(
         "--ict-bm25",

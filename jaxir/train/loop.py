@@ -3,7 +3,8 @@
 The run, in order:
 
 1. data: the BEIR collection at ``config.data.path`` (or the embedded synthetic one),
-   training groups = train qrels + BM25 hard negatives (cached in ``workdir/groups.jsonl``),
+   training groups = train qrels + BM25 hard negatives (cached in ``workdir/groups.jsonl``;
+   ``data.ict_mix`` adds an inverse-cloze group per corpus document),
    a dev set held out from the training queries (never the test split; none with
    ``data.validation_queries=0``);
 2. tokenizer: the one next to ``config.model.init`` when that is a model directory, a
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 from jaxir import config as config_lib
 from jaxir import data as data_lib
 from jaxir import sharding
+from jaxir.data.ict import ict_groups
 from jaxir.data.passages import best_passages, split_passages
 from jaxir.data.pipeline import TrainingData
 from jaxir.models import hf
@@ -132,9 +134,19 @@ def _split_dev(qrels: Mapping[str, Any], size: int, seed: int) -> tuple[dict, di
     return {q: v for q, v in qrels.items() if q not in dev}, {q: qrels[q] for q in qids[:size]}
 
 
+def _with_ict(config, groups: list, corpus: Mapping[str, Any]) -> list[data_lib.TrainGroup]:
+    """``groups`` repeated ``data.ict_mix`` times + one inverse-cloze group per document."""
+    mix = config.data.ict_mix
+    if mix < 0:
+        raise ValueError(f"data.ict_mix must be >= 0 (0: no inverse-cloze groups), got {mix}.")
+    return groups * mix + ict_groups(corpus, seed=config.train.seed + 1) if mix else groups
+
+
 def _groups(config, workdir, queries, corpus, qrels, tokenizer) -> list[data_lib.TrainGroup]:
+    """Training groups: ``data.groups`` or train qrels + negatives (cached), with ``data.ict_mix``."""
     if config.data.groups:
-        return data_lib.read_groups(config.data.groups, corpus=corpus, queries=queries)
+        groups = data_lib.read_groups(config.data.groups, corpus=corpus, queries=queries)
+        return _with_ict(config, groups, corpus)
     cache = workdir / "groups.jsonl"
     if cache.exists():
         return data_lib.read_groups(cache)
@@ -166,6 +178,7 @@ def _groups(config, workdir, queries, corpus, qrels, tokenizer) -> list[data_lib
             f"data.train_passages must be 'first' or 'best', got {config.data.train_passages!r}."
         )
     groups = data_lib.groups_from_qrels(queries, corpus, qrels, negatives, passages=passages)
+    groups = _with_ict(config, groups, corpus)
     data_lib.write_groups(groups, cache)
     return groups
 

@@ -139,3 +139,23 @@ def test_distillation_trains_on_the_groups_teacher_scores(tmp_path):
     config = override(load_config(CONFIG, "1"), [*settings, f"data.groups={tmp_path}/scored.jsonl"])
     distilled = train(config, tmp_path / "c", progress=False)
     assert losses_by_step(distilled.workdir)[1] > losses_by_step(plain.workdir)[1] + 0.01
+
+
+def test_ict_mix_repeats_the_qrels_groups_and_adds_inverse_cloze_groups(tmp_path):
+    settings = ["data.validation_queries=0"]
+    with pytest.raises(ValueError, match="data.ict_mix must be >= 0"):
+        train(override(load_config(CONFIG, "1"), [*settings, "data.ict_mix=-1"]), tmp_path / "x")
+    plain = train(override(load_config(CONFIG, "1"), settings), tmp_path / "a", progress=False)
+    config = override(load_config(CONFIG, "1"), [*settings, "data.ict_mix=3"])
+    mixed = train(config, tmp_path / "b", progress=False)
+    qrels_groups = read_groups(plain.workdir / "groups.jsonl")
+    groups = read_groups(mixed.workdir / "groups.jsonl")
+    assert groups[: 3 * len(qrels_groups)] == qrels_groups * 3
+    ict = groups[3 * len(qrels_groups) :]
+    corpus = load_corpus(collection_dir(config, mixed.workdir))
+    assert len(ict) > len(corpus) // 2
+    # Each query is a sentence of the document its positive holds the rest of.
+    texts = {d.text for d in corpus.values()}
+    for g in ict[:20]:
+        assert not g.negatives
+        assert any(g.query in t and t != g.query for t in texts)

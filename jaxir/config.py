@@ -52,8 +52,8 @@ class DataConfig:
     # > 0: multi-task training. The train-qrels groups, repeated ict_mix times, plus one
     # inverse-cloze group per corpus document (jaxir.data.ict.ict_groups, seeded with
     # train.seed + 1): a random sentence as the query, the rest of the document as the
-    # positive. Without it a few hundred queries are memorized within ~200 steps and
-    # later steps teach nothing (benchmarks/effectiveness_RESULTS.md, session 7).
+    # positive. Without it SciFact's 809 training queries were memorized within ~200
+    # steps and later steps taught nothing (benchmarks/effectiveness_RESULTS.md, session 7).
     ict_mix: int = 0
 
 

@@ -10,11 +10,12 @@ another framework in the process has just freed memory (a 6.3 s step).
 :func:`keep_freed_memory` switches glibc's allocator to one heap that grows with ``brk``
 and is never trimmed (``mallopt``: one arena, no ``mmap`` for large blocks, no trimming),
 so the block of step ``n`` is reused by step ``n + 1`` without a fault (measured: 0
-faults after one step that grows the heap, step 3.15 s -> 2.6-2.85 s). The prices: the process keeps its peak host memory
-until it exits (as every accelerator allocator does), and threads share one arena, so
-allocation-heavy threads of *other* libraries in the process contend for its lock
-(PyTorch's bf16 autocast training step under these settings: 1.99 s -> 3.12 s; its f32
-step got faster, 4.07 s -> 3.63 s; ``benchmarks/train_RESULTS.md``).
+faults after one step that grows the heap, step 3.15 s -> 2.59-2.85 s). The prices: the
+process keeps its peak host memory until it exits (as every accelerator allocator does),
+and threads share one arena, so allocation-heavy threads of *other* libraries in the
+process contend for its lock (PyTorch's bf16 autocast training step under these
+settings: 1.99 s -> 3.12 s; its f32 step got faster, 4.07 s -> 3.63 s;
+``benchmarks/train_RESULTS.md``).
 
 ``import jaxir`` calls it once, before JAX starts its CPU threads (a thread that has
 already allocated keeps its own arena); set ``JAXIR_SYSTEM_MALLOC=1`` to opt out, e.g.

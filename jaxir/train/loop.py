@@ -137,13 +137,15 @@ def _split_dev(qrels: Mapping[str, Any], size: int, seed: int) -> tuple[dict, di
 def _with_ict(config, groups: list, corpus: Mapping[str, Any]) -> list[data_lib.TrainGroup]:
     """``groups`` repeated ``data.ict_mix`` times + one inverse-cloze group per document."""
     mix = config.data.ict_mix
-    if mix < 0:
-        raise ValueError(f"data.ict_mix must be >= 0 (0: no inverse-cloze groups), got {mix}.")
     return groups * mix + ict_groups(corpus, seed=config.train.seed + 1) if mix else groups
 
 
 def _groups(config, workdir, queries, corpus, qrels, tokenizer) -> list[data_lib.TrainGroup]:
     """Training groups: ``data.groups`` or train qrels + negatives (cached), with ``data.ict_mix``."""
+    if config.data.ict_mix < 0:  # before any mining
+        raise ValueError(
+            f"data.ict_mix must be >= 0 (0: no inverse-cloze groups), got {config.data.ict_mix}."
+        )
     if config.data.groups:
         groups = data_lib.read_groups(config.data.groups, corpus=corpus, queries=queries)
         return _with_ict(config, groups, corpus)

@@ -106,7 +106,7 @@ from jaxir.models import hf
 from jaxir.models.bert import PRESETS
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, load_dual_encoder
 from jaxir.search.retrieve import dense_search_run, max_rows_per_doc, tower_encoders
-from jaxir.train.loop import dual_encoder_spec, train
+from jaxir.training.loop import dual_encoder_spec, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "dense_scifact.py"

@@ -72,8 +72,8 @@ from jaxir.losses.contrastive import in_batch_softmax
 from jaxir.models import hf
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec
 from jaxir.optim import adamw
-from jaxir.train import state as train_state
-from jaxir.train import step as train_step
+from jaxir.training import state as train_state
+from jaxir.training import step as train_step
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VOCAB = (

@@ -3,21 +3,18 @@
 The top-level names mirror the CLI (imported lazily, so ``import jaxir`` is instant):
 
 * :func:`load_encoder` -- a Hugging Face encoder directory as a text encoder;
-* :func:`train` -- a dense dual-encoder run from a config (resumes from its workdir);
+* :func:`train` -- a training run from a config (resumes from its workdir);
 * :func:`evaluate` -- ir_measures metrics of a run against qrels;
 * :func:`load_embeddings`, :func:`load_bundle` -- read what ``encode`` / ``export`` wrote;
 * :func:`load_pretrained` -- a Hugging Face checkpoint as an NNX model.
 
-Importing jaxir also makes glibc keep the host memory XLA:CPU frees, so a jitted
-program's temporary buffers are reused instead of page-faulted in on every call
-(:mod:`jaxir.host_memory`; ``JAXIR_SYSTEM_MALLOC=1`` opts out).
+Importing jaxir changes nothing process-wide. The ``jaxir`` CLI makes glibc keep the host
+memory XLA:CPU frees (:func:`jaxir.host_memory.keep_freed_memory`); call it yourself at the
+top of a training script for the same speed-up.
 """
 
 import importlib
-
-from jaxir.host_memory import keep_freed_memory
-
-keep_freed_memory()
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -30,14 +27,21 @@ _EXPORTS = {
     "load_pretrained": "jaxir.models.hf",
     "save_pretrained": "jaxir.models.hf",
     "quickstart": "jaxir.pipeline",
+    "train": "jaxir.training.loop",
 }
 
-__all__ = ["__version__", "train", *_EXPORTS]
+if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
+    from jaxir.encode import load_embeddings, load_encoder
+    from jaxir.eval.evaluate import evaluate
+    from jaxir.export import export_bundle, load_bundle
+    from jaxir.models.hf import load_pretrained, save_pretrained
+    from jaxir.pipeline import quickstart
+    from jaxir.training.loop import train
+
+__all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str):
-    if name == "train":  # the package is callable: jaxir.train(config, workdir)
-        return importlib.import_module("jaxir.train")
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'jaxir' has no attribute {name!r}")

@@ -88,7 +88,7 @@ class TrainConfig:
     gradcache_chunk: int = 0  # > 0: GradCache with this many queries per chunk
     symmetric: bool = False
     # Distillation of the groups' teacher scores (positive_scores / negative_scores) on
-    # top of the in-batch softmax: "none" | "kl" | "margin_mse" (jaxir.train.step.Objective).
+    # top of the in-batch softmax: "none" | "kl" | "margin_mse" (jaxir.training.step.Objective).
     distill: str = "none"
     distill_weight: float = 1.0
     distill_temperature: float = 1.0

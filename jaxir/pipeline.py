@@ -30,7 +30,7 @@ from jaxir.index.base import recall_against
 from jaxir.index.exact import ExactSearcher
 from jaxir.models.dual_encoder import load_dual_encoder
 from jaxir.search.retrieve import tower_encoders
-from jaxir.train.loop import train
+from jaxir.training.loop import train
 
 METRICS = ("nDCG@10", "RR@10", "R@100")
 

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     """Loads the config, applies overrides, trains, prints where the model is."""
     from jaxir.config import load_config, override
     from jaxir.eval.evaluate import format_table
-    from jaxir.train.loop import train
+    from jaxir.training.loop import train
 
     config = override(load_config(args.config), args.set)
     result = train(config, args.workdir, resume=args.resume, progress=not args.no_progress)

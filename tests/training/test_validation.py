@@ -6,8 +6,8 @@ from jaxir import config as config_lib
 from jaxir.data.synthetic import make_collection
 from jaxir.eval import evaluate
 from jaxir.search import dense_search_run, tower_encoders
-from jaxir.train.loop import _validation_set
-from jaxir.train.validation import ValidationSet, validate
+from jaxir.training.loop import _validation_set
+from jaxir.training.validation import ValidationSet, validate
 from tests.search.tiny import SPEC, bert_tokenizer, tiny_dual_encoder
 
 

@@ -36,7 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxir import sharding, xla
 from jaxir.losses.contrastive import in_batch_softmax
 from jaxir.losses.distill import kl_distill, margin_mse
-from jaxir.train.state import PRNG_IMPL, TrainState
+from jaxir.training.state import PRNG_IMPL, TrainState
 
 Batch = dict[str, jax.Array]
 

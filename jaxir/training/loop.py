@@ -43,10 +43,10 @@ from jaxir.models import hf
 from jaxir.models.bert import PRESETS, EncoderConfig
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, save_dual_encoder
 from jaxir.optim import adamw
-from jaxir.train import step as step_lib
-from jaxir.train.checkpoint import Checkpointer
-from jaxir.train.state import TrainState, create_state
-from jaxir.train.validation import ValidationSet, validate
+from jaxir.training import step as step_lib
+from jaxir.training.checkpoint import Checkpointer
+from jaxir.training.state import TrainState, create_state
+from jaxir.training.validation import ValidationSet, validate
 
 SYNTHETIC_DIR = "data"
 

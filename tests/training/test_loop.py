@@ -14,8 +14,8 @@ import pytest
 
 from jaxir.config import load_config, override
 from jaxir.data import load_corpus, load_tokenizer, read_groups, write_groups
-from jaxir.train.checkpoint import Checkpointer
-from jaxir.train.loop import NonFiniteLossError, collection_dir, losses_by_step, train
+from jaxir.training.checkpoint import Checkpointer
+from jaxir.training.loop import NonFiniteLossError, collection_dir, losses_by_step, train
 
 ROOT = pathlib.Path(__file__).parents[2]
 CONFIG = ROOT / "configs" / "dense_tiny.py"
@@ -24,7 +24,7 @@ STEPS = 12
 
 def _launch(workdir: pathlib.Path) -> subprocess.Popen:
     code = (
-        "import sys; from jaxir.config import load_config; from jaxir.train.loop import train; "
+        "import sys; from jaxir.config import load_config; from jaxir.training.loop import train; "
         f"train(load_config({str(CONFIG)!r}, '{STEPS}'), sys.argv[1], progress=False)"
     )
     env = os.environ | {"JAX_COMPILATION_CACHE_DIR": str(ROOT / ".jax_cache")}

@@ -11,8 +11,8 @@ from jaxir import sharding
 from jaxir.models.bert import PRESETS
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec
 from jaxir.optim import adamw
-from jaxir.train import state as train_state
-from jaxir.train import step as train_step
+from jaxir.training import state as train_state
+from jaxir.training import step as train_step
 
 CONFIG = PRESETS["tiny"].replace(dropout=0.0)
 

@@ -2,7 +2,7 @@
 
 Each checkpoint step directory holds three items:
 
-* ``state``  -- :class:`~jaxir.train.state.TrainState` (params, optimizer state, step, PRNG key),
+* ``state``  -- :class:`~jaxir.training.state.TrainState` (params, optimizer state, step, PRNG key),
   written asynchronously and restored directly into its sharded layout;
 * ``data``   -- the grain iterator state (JSON), i.e. the data position;
 * ``config`` -- the run config (JSON).

@@ -97,16 +97,17 @@ from flax import nnx
 from jaxir import config as config_lib
 from jaxir import data as data_lib
 from jaxir.config import IndexConfig
-from jaxir.data.ict import ict_groups
+from jaxir.data.ict import ict_groups, with_bm25_negatives
 from jaxir.data.passages import split_passages
 from jaxir.data.pipeline import TrainingData
 from jaxir.data.runs import run_from_topk
 from jaxir.eval.evaluate import evaluate
+from jaxir.families.dense import DenseFamily
 from jaxir.models import hf
 from jaxir.models.bert import PRESETS
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, load_dual_encoder
 from jaxir.search.retrieve import dense_search_run, max_rows_per_doc, tower_encoders
-from jaxir.training.loop import dual_encoder_spec, train
+from jaxir.training.loop import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "dense_scifact.py"
@@ -158,14 +159,14 @@ class PhaseStats:
 
 
 def write_init(
-    config: config_lib.DenseRunConfig, corpus: dict, out: pathlib.Path, seed: int
+    config: config_lib.RunConfig, corpus: dict, out: pathlib.Path, seed: int
 ) -> DualEncoderSpec:
     """Corpus WordPiece + the random ``model.init`` preset (seeded) as a Hugging Face dir."""
     mc, dc = config.model, config.data
     tokenizer = data_lib.train_wordpiece(
         (d.full_text for d in corpus.values()), out, vocab_size=VOCAB_SIZE
     )
-    spec = dual_encoder_spec(config)
+    spec = DenseFamily.from_config(config).spec
     encoder = PRESETS[mc.init].replace(vocab_size=len(tokenizer), mlm_head=False)
     model = DualEncoder.create(encoder, spec, rngs=nnx.Rngs(seed))
     hf.save_pretrained(model.query_encoder, out)
@@ -203,7 +204,7 @@ def st_features(ids: np.ndarray, mask: np.ndarray) -> dict[str, torch.Tensor]:
 def st_train(
     init: pathlib.Path,
     groups: list,
-    config: config_lib.DenseRunConfig,
+    config: config_lib.RunConfig,
     seconds: float,
     out: pathlib.Path,
 ) -> PhaseStats:
@@ -311,7 +312,7 @@ def st_search(
 
 
 def jaxir_train(
-    config: config_lib.DenseRunConfig, assignments: list[str], workdir: pathlib.Path
+    config: config_lib.RunConfig, assignments: list[str], workdir: pathlib.Path
 ) -> PhaseStats:
     load_before = load_average()
     config = config_lib.override(config, assignments)
@@ -357,7 +358,7 @@ def parity_check(init: pathlib.Path, spec: DualEncoderSpec, texts: list[str]) ->
 
 
 def run_seed(
-    config: config_lib.DenseRunConfig,
+    config: config_lib.RunConfig,
     seed: int,
     protocol: Protocol,
     corpus: dict,
@@ -400,7 +401,7 @@ def run_seed(
         source = {f"{doc_id}#{i}": text for i, (doc_id, text) in enumerate(rows)}
     groups = ict_groups(source, seed=seed, keep_probability=protocol.ict_keep)
     if protocol.ict_bm25:
-        groups = with_bm25_negatives(groups, corpus, config.data.bm25_rank_window)
+        groups = with_bm25_negatives(groups, corpus, rank_window=config.data.bm25_rank_window)
     data_lib.write_groups(groups, ict)
     phase1 = protocol.ict_share * protocol.budget
     phase2 = protocol.budget - phase1
@@ -465,25 +466,6 @@ def run_seed(
     out["scores"] = scores
     steps = {k: f"{v['ict'].steps}+{v['qrels'].steps}" for k, v in out.items() if k in NAMES}
     print(f"[seed {seed}] steps {steps}; " + json.dumps(scores), flush=True)
-    return out
-
-
-def with_bm25_negatives(
-    groups: list[data_lib.TrainGroup], corpus: dict, rank_window: tuple[int, int], count: int = 8
-) -> list[data_lib.TrainGroup]:
-    """ICT groups plus up to ``count`` BM25 hard negatives of their query sentence.
-
-    The source document (the one holding the sentence) is left out; ``rank_window``
-    ranks of the other documents give the negatives. Groups with no negative in the
-    window keep none (random negatives fill their slot, as in plain ICT).
-    """
-    queries = {str(i): g.query for i, g in enumerate(groups)}
-    run = data_lib.bm25_search(corpus, queries, k=rank_window[1] + 2)
-    out = []
-    for i, g in enumerate(groups):
-        others = [d for d in run.get(str(i), {}) if g.query not in corpus[d].text]
-        chosen = others[rank_window[0] : rank_window[1]][:count]
-        out.append(dataclasses.replace(g, negatives=tuple(corpus[d].full_text for d in chosen)))
     return out
 
 

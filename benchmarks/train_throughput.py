@@ -11,7 +11,7 @@ and optimizer, each in a fresh Python process started by this script:
   pre-tokenized features) vs jaxir ``DualEncoderSpec(normalize=True, temperature=0.05)``
   with tied towers and mean pooling;
 * optimizer: AdamW lr 2e-5, weight decay 0.01 on matrices only, eps 1e-6, global-norm
-  clipping at 1.0, linear decay (jaxir: :func:`jaxir.optim.adamw`; torch: the same
+  clipping at 1.0, linear decay (jaxir: :func:`jaxir.optim.build` ``adamw``; torch: the same
   recipe written with ``torch.optim.AdamW`` + ``clip_grad_norm_`` + ``LambdaLR``);
 * dropout: train mode, hidden dropout 0.1 in both. Attention-probability dropout is 0
   in both (jaxir's attention has none, so the Hugging Face config sets
@@ -67,11 +67,11 @@ import numpy as np
 import torch
 from flax import nnx
 
-from jaxir import host_memory, sharding
+from jaxir import host_memory, optim, sharding
+from jaxir.families.dense import DenseObjective
 from jaxir.losses.contrastive import in_batch_softmax
 from jaxir.models import hf
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec
-from jaxir.optim import adamw
 from jaxir.training import state as train_state
 from jaxir.training import step as train_step
 
@@ -158,22 +158,23 @@ class JaxirTrainer:
         spec = DualEncoderSpec(pooling="mean", normalize=True, temperature=1.0 / SCALE)
         loaded = DualEncoder(hf.load_pretrained(path, mlm_head=False, dtype=dtype), None, spec)
         config = loaded.query_encoder.config
-        self.optimizer = adamw(
-            LEARNING_RATE, total_steps=TOTAL_STEPS, weight_decay=WEIGHT_DECAY, grad_clip=GRAD_CLIP
+        make_model = lambda: DualEncoder.create(config, spec, rngs=nnx.Rngs(seed))  # noqa: E731
+        opt_spec = optim.OptimizerSpec(
+            learning_rate=LEARNING_RATE,
+            total_steps=TOTAL_STEPS,
+            weight_decay=WEIGHT_DECAY,
+            grad_clip=GRAD_CLIP,
         )
+        self.optimizer = optim.build(opt_spec, train_state.abstract_params(make_model))
         mesh = sharding.make_mesh(data=1, devices=jax.devices()[:1])
         self.graphdef, state, shardings = train_state.create_state(
-            lambda: DualEncoder.create(config, spec, rngs=nnx.Rngs(seed)),
-            self.optimizer,
-            mesh,
-            seed=seed,
+            make_model, self.optimizer, mesh, seed=seed
         )
         # Same weights as the torch side: swap the loaded parameters into the fresh state.
-        state.params = jax.device_put(nnx.state(loaded), shardings.params)
-        self.state = state
+        self.state = train_state.with_weights(state, shardings, nnx.state(loaded), self.optimizer)
         self.batch = sharding.shard_batch(batch, mesh)
         self.step_fn = train_step.make_train_step(
-            train_step.make_grad_fn(self.graphdef),
+            train_step.make_grad_fn(DenseObjective(), self.graphdef),
             self.optimizer,
             state_shardings=shardings,
             mesh=mesh,
@@ -183,7 +184,7 @@ class JaxirTrainer:
 
     def eval_loss(self) -> float:
         """Loss without dropout at the current parameters (parity check)."""
-        model = nnx.merge(self.graphdef, self.state.params)
+        model = nnx.merge(self.graphdef, self.state.params, self.state.frozen)
         ids, mask = self.batch["passage_ids"], self.batch["passage_mask"]
         q_bd = model.encode_queries(self.batch["query_ids"], self.batch["query_mask"])
         p_nd = model.encode_passages(

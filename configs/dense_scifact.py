@@ -11,23 +11,21 @@ Documents are indexed as overlapping 128-token passages scored by their best one
 
 import pathlib
 
-from jaxir.config import DataConfig, DenseRunConfig, IndexConfig, ModelConfig, TrainConfig
+from jaxir.config import DataConfig, IndexConfig, ModelConfig, RunConfig, TrainConfig
 
 SCIFACT = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
 
 
-def get_config(arg: str | None = None) -> DenseRunConfig:
+def get_config(arg: str | None = None) -> RunConfig:
     """SciFact run; ``arg`` is the number of training steps (default 1000)."""
-    return DenseRunConfig(
+    return RunConfig(
         name="dense_scifact",
         data=DataConfig(
             path=str(SCIFACT),
             max_query_length=48,
-            # 98% of SciFact abstracts are longer than 128 tokens: training reads their
-            # first 128, the index all of them in 128-token windows (MaxP, below). Shorter
-            # passages also mean more steps in a time budget. 10-minute runs, seed 0
-            # (benchmarks/effectiveness_RESULTS.md): 96 -> 0.663, 128 -> 0.682,
-            # 192 -> 0.636 (session 3) nDCG@10.
+            # Most SciFact abstracts are longer than 128 tokens: training reads their first
+            # 128, the index all of them in 128-token windows (MaxP, below). The choice of
+            # length is recorded in benchmarks/effectiveness_RESULTS.md.
             max_passage_length=128,
             negatives="bm25",
             bm25_rank_window=(3, 30),
@@ -40,9 +38,7 @@ def get_config(arg: str | None = None) -> DenseRunConfig:
             batch_size=32,
             group_size=2,
             learning_rate=5e-4,
-            # Short: under the 10-minute CPU budget only a few hundred steps happen (fewer
-            # on a loaded machine), and 100 warmup steps kept the LR below its peak for
-            # most of them (benchmarks/effectiveness.py).
+            # Short: a CPU time budget allows only a few hundred steps.
             warmup_steps=20,
             eval_every=250,
             checkpoint_every=250,

@@ -1,11 +1,11 @@
 """Tiny dense run used by tests and smoke checks: embedded collection, 2-layer 32-wide model."""
 
-from jaxir.config import DataConfig, DenseRunConfig, IndexConfig, ModelConfig, TrainConfig
+from jaxir.config import DataConfig, IndexConfig, ModelConfig, RunConfig, TrainConfig
 
 
-def get_config(arg: str | None = None) -> DenseRunConfig:
+def get_config(arg: str | None = None) -> RunConfig:
     """``arg`` overrides the number of steps (e.g. ``configs/dense_tiny.py:12``)."""
-    return DenseRunConfig(
+    return RunConfig(
         name="dense_tiny",
         data=DataConfig(
             max_query_length=16, max_passage_length=32, validation_queries=32, validation_corpus=256

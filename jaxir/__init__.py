@@ -31,12 +31,15 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
-    from jaxir.encode import load_embeddings, load_encoder
-    from jaxir.eval.evaluate import evaluate
-    from jaxir.export import export_bundle, load_bundle
-    from jaxir.models.hf import load_pretrained, save_pretrained
-    from jaxir.pipeline import quickstart
-    from jaxir.training.loop import train
+    from jaxir.encode import load_embeddings as load_embeddings
+    from jaxir.encode import load_encoder as load_encoder
+    from jaxir.eval.evaluate import evaluate as evaluate
+    from jaxir.export import export_bundle as export_bundle
+    from jaxir.export import load_bundle as load_bundle
+    from jaxir.models.hf import load_pretrained as load_pretrained
+    from jaxir.models.hf import save_pretrained as save_pretrained
+    from jaxir.pipeline import quickstart as quickstart
+    from jaxir.training.loop import train as train
 
 __all__ = ["__version__", *_EXPORTS]
 

@@ -1,13 +1,13 @@
 """Run configurations: typed, frozen dataclasses loaded from Python files, with dotted overrides.
 
 A config file (``configs/*.py``) defines ``get_config(arg: str | None = None)`` returning a
-:class:`DenseRunConfig`. The CLI loads it with :func:`load_config` and applies
+:class:`RunConfig`. The CLI loads it with :func:`load_config` and applies
 ``--set key.sub=value`` overrides with :func:`override`; an unknown key fails with the
 closest valid names. Library functions never see the run config (DESIGN principle 1):
 the entry points unpack it into explicit arguments.
 
 Example:
-    >>> cfg = DenseRunConfig()
+    >>> cfg = RunConfig()
     >>> override(cfg, ["train.steps=10", "model.pooling=cls"]).train.steps
     10
     >>> override(cfg, ["train.step=10"])
@@ -27,42 +27,51 @@ import types
 import typing
 from typing import Any
 
+from jaxir.layers.linear import LinearSpec
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the collection is and how training examples are built.
 
     ``path=None`` uses the embedded synthetic collection (:mod:`jaxir.data.synthetic`).
+    Training groups (:func:`jaxir.data.prepare.training_groups`) come from ``groups``
+    (a JSONL file, e.g. from ``jaxir mine``) when set, else from ``train_groups``:
+    ``"qrels"`` (the ``train_split`` qrels, with ``negatives``) or ``"ict"`` (label-free
+    inverse-cloze groups of the corpus, with ``negatives``: no qrels needed).
     """
 
     path: str | None = None
-    groups: str | None = None  # training-group JSONL to train on instead of train qrels + negatives
+    groups: str | None = None  # training-group JSONL to train on instead
+    train_groups: str = "qrels"  # "qrels" | "ict" (label-free, any corpus)
     train_split: str = "train"
     eval_split: str = "test"
     max_query_length: int = 32
     max_passage_length: int = 128
     negatives: str = "bm25"  # "bm25" or "none" (in-batch negatives only)
     bm25_rank_window: tuple[int, int] = (3, 30)
-    validation_queries: int = 100  # held out of training for dev metrics; 0: train on all
+    validation_queries: int = 100  # held out of the training queries for dev metrics; 0: none
     # Text of a training document: "first" = the document (truncated to max_passage_length
     # by the tokenizer), "best" = its window that BM25 scores highest for the query
     # (jaxir.data.passages.best_passages; windows as for index.split_documents).
     train_passages: str = "first"
     validation_corpus: int = 2000
-    # > 0: multi-task training. The train-qrels groups, repeated ict_mix times, plus one
-    # inverse-cloze group per corpus document (jaxir.data.ict.ict_groups, seeded with
-    # train.seed + 1): a random sentence as the query, the rest of the document as the
-    # positive. Without it SciFact's 809 training queries were memorized within ~200
-    # steps and later steps taught nothing (benchmarks/effectiveness_RESULTS.md, session 7).
+    # > 0: multi-task training: the qrels (or groups-file) groups repeated ict_mix times,
+    # plus one inverse-cloze group per corpus document (jaxir.data.ict.ict_groups, seeded
+    # with train.seed + 1).
     ict_mix: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The dual encoder: ``init`` is a Hugging Face model directory or a preset name."""
+    """The retriever's model: ``init`` is a Hugging Face model directory or a preset name.
+
+    ``linear`` picks the parameterization of the projections of the ``linear_layers``
+    layer types (:func:`jaxir.layers.linear.linear`; ``"dense"``: plain kernels).
+    """
 
     init: str = "small"
-    vocab: str | None = None  # tokenizer dir when ``init`` is a preset; None: shared BERT vocab
+    vocab: str | None = None  # tokenizer dir when ``init`` is a preset; None: trained on the corpus
     pooling: str = "mean"
     normalize: bool = True
     temperature: float = 0.05
@@ -71,6 +80,27 @@ class ModelConfig:
     query_prefix: str = ""
     passage_prefix: str = ""
     dtype: str = "float32"
+    linear: str = "dense"
+    linear_layers: tuple[str, ...] = ("attention", "mlp")
+
+    def linear_spec(self) -> LinearSpec:
+        """The :class:`~jaxir.layers.linear.LinearSpec` of ``linear`` / ``linear_layers``."""
+        return LinearSpec(self.linear, self.linear_layers)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer (:func:`jaxir.optim.build`); learning rate, warmup, decay, clipping are in ``train``.
+
+    ``kind`` is a registered optimizer (:data:`jaxir.optim.OPTIMIZERS`), ``schedule``
+    the decay after warmup (``linear``, ``cosine``, ``constant``).
+    """
+
+    kind: str = "adamw"
+    schedule: str = "linear"
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +118,7 @@ class TrainConfig:
     gradcache_chunk: int = 0  # > 0: GradCache with this many queries per chunk
     symmetric: bool = False
     # Distillation of the groups' teacher scores (positive_scores / negative_scores) on
-    # top of the in-batch softmax: "none" | "kl" | "margin_mse" (jaxir.training.step.Objective).
+    # top of the in-batch softmax: "none" | "kl" | "margin_mse" (jaxir.families.dense).
     distill: str = "none"
     distill_weight: float = 1.0
     distill_temperature: float = 1.0
@@ -125,18 +155,23 @@ class IndexConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DenseRunConfig:
-    """Everything a dense-retrieval run needs; saved in every checkpoint."""
+class RunConfig:
+    """Everything a training run needs; saved in every checkpoint.
+
+    ``family`` is the retriever family (:data:`jaxir.training.family.FAMILIES`).
+    """
 
     name: str = "dense"
+    family: str = "dense"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    optim: OptimConfig = OptimConfig()
     mesh: MeshConfig = MeshConfig()
     index: IndexConfig = IndexConfig()
 
 
-def load_config(path: str | pathlib.Path, arg: str | None = None) -> DenseRunConfig:
+def load_config(path: str | pathlib.Path, arg: str | None = None) -> RunConfig:
     """Imports ``path`` and returns ``get_config(arg)`` (``path`` may be ``file.py:arg``)."""
     text = str(path)
     if ":" in text and not pathlib.Path(text).exists():
@@ -184,7 +219,10 @@ def _parse(text: str, hint: Any, key: str) -> Any:
             return text.lower() in ("true", "1", "yes")
         if origin is tuple:
             values = json.loads(text) if text.startswith("[") else text.split(",")
-            return tuple(t(v) for t, v in zip(typing.get_args(hint), values))
+            types_ = typing.get_args(hint)
+            if len(types_) == 2 and types_[1] is Ellipsis:  # tuple[T, ...]
+                types_ = (types_[0],) * len(values)
+            return tuple(t(v) for t, v in zip(types_, values))
         return hint(text)
     except (ValueError, TypeError) as e:
         raise ValueError(f"Config key {key!r}: cannot parse {text!r} as {hint}.") from e

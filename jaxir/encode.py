@@ -4,8 +4,9 @@
 sorted by token length (longest first) and cut into batches of ``batch_size`` rows, each
 padded to a length bucket (:data:`jaxir.data.tokenizer.DEFAULT_BUCKETS`, capped at
 ``max_length``) and, on its last batch, with empty rows. Every batch runs through one
-module-level ``jax.jit`` function ``(graphdef, state, ids, mask) -> pooled [B, D]``
-(on CPU compiled with the options :func:`jaxir.xla.jit` picks for its dtype), so
+jitted program, :data:`jaxir.reps.dense.FORWARD` ``(graphdef, state, ids, mask) ->
+pooled [B, D]`` (the dense forward that in-training validation and serving share; on CPU
+compiled with the options :func:`jaxir.xla.jit` picks for its dtype), so
 an :meth:`TextEncoder.encode` call compiles at most
 ``len(length_buckets(buckets, max_length))`` programs (5 for ``max_length=512``) per
 batch size, pooling and normalization, and later calls reuse them. Vectors come back
@@ -32,6 +33,12 @@ with ``"complete": false``, and running again with ``resume=True`` keeps its sha
 (after checking their ids against the input) and encodes only the rest. A document's
 text is ``title + " " + text`` (the BEIR / sentence-transformers convention,
 :attr:`jaxir.data.records.Document.full_text`).
+
+Ids are unique per *document*: :func:`encode_corpus` rejects two documents with one id
+(:class:`~jaxir.data.passages.DuplicateIdError`, naming both positions). Rows of a MaxP
+index (:meth:`TextEncoder.passages`, :class:`~jaxir.data.passages.Passage` rows) share
+their document's id; :func:`~jaxir.data.passages.split_passages` checks their documents
+instead.
 
 Example:
     >>> import tempfile
@@ -68,19 +75,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import transformers
 from flax import nnx
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxir import sharding, xla
-from jaxir.data.passages import split_passages
+from jaxir import sharding
+from jaxir.data.passages import Passage, UniqueIds, split_passages
 from jaxir.data.records import Document, Query
 from jaxir.data.tokenizer import DEFAULT_BUCKETS, load_tokenizer, tokenize_texts_sorted
-from jaxir.layers.pooling import POOLINGS, pool
 from jaxir.models import bert, hf
+from jaxir.reps.dense import FORWARD
+from jaxir.reps.pooling import POOLINGS
 
 __all__ = [
     "FORMAT",
@@ -88,6 +95,7 @@ __all__ = [
     "VERSION",
     "EmbeddingStore",
     "TextEncoder",
+    "default_max_length",
     "encode_corpus",
     "load_embeddings",
     "load_encoder",
@@ -97,40 +105,23 @@ FORMAT = "jaxir-embeddings"
 VERSION = 1
 MANIFEST = "manifest.json"
 
-#: ``torch.nn.functional.normalize``'s epsilon: an all-zero vector stays zero.
-_NORM_EPS = 1e-12
+#: ``tokenizer.model_max_length`` above this means "unset": transformers then stores a
+#: sentinel (``int(1e30)``), not a limit.
+_UNSET_MODEL_MAX_LENGTH = 1_000_000
 
 
-def _embed_fn(
-    graphdef: nnx.GraphDef,
-    state: nnx.State,
-    ids_bl: jax.Array,
-    mask_bl: jax.Array,
-    *,
-    pooling: str,
-    normalize: bool,
-) -> jax.Array:
-    """Pooled (optionally L2-normalized) float32 vectors ``[B, H]`` for ids/mask ``[B, L]``.
+def default_max_length(model_config: Any, tokenizer: transformers.PreTrainedTokenizerBase) -> int:
+    """The longest sequence a model and its tokenizer support, special tokens included.
 
-    Jitted once per backend below: one program per (model graph, batch shape, pooling,
-    normalize). The parameters are arguments, not constants, so a model update does not
-    recompile and a BERT-base program does not embed 440 MB of constants.
+    The smaller of the model's usable positions (``max_positions - position_offset``;
+    RoBERTa-style models start at position ``pad + 1``) and the tokenizer's
+    ``model_max_length`` (ignored when unset, i.e. transformers' huge sentinel).
     """
-    model = nnx.merge(graphdef, state)
-    vec_bh = pool(model(ids_bl, mask_bl), mask_bl, pooling)
-    if normalize:
-        norm_b1 = jnp.linalg.norm(vec_bh, axis=-1, keepdims=True)
-        vec_bh = vec_bh / jnp.maximum(norm_b1, _NORM_EPS)
-    return vec_bh
-
-
-#: The jitted :func:`_embed_fn` by compute dtype (CPU compiler options differ, see :mod:`jaxir.xla`).
-_EMBED = {
-    dtype: xla.jit(
-        _embed_fn, gemm_dtype=dtype, static_argnums=(0,), static_argnames=("pooling", "normalize")
-    )
-    for dtype in xla.CPU_COMPILER_OPTIONS
-}
+    limit = model_config.max_positions - (model_config.position_offset or 0)
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 1 <= tokenizer_limit <= _UNSET_MODEL_MAX_LENGTH:
+        limit = min(limit, tokenizer_limit)
+    return int(limit)
 
 
 class TextEncoder:
@@ -140,10 +131,12 @@ class TextEncoder:
       model: a jaxir encoder (``(ids [B, L], mask [B, L]) -> hidden [B, L, H]``, e.g.
         :class:`jaxir.models.bert.Model`); its compute dtype is ``model.config.dtype``.
       tokenizer: a fast Hugging Face tokenizer with a pad token.
-      pooling: ``"mean"``, ``"cls"``, ``"last"`` or ``"max"`` (:func:`jaxir.layers.pooling.pool`).
+      pooling: ``"mean"``, ``"cls"``, ``"last"`` or ``"max"`` (:func:`jaxir.reps.pooling.pool`).
       normalize: L2-normalize the pooled vectors (cosine similarity = dot product).
       max_length: longest token sequence, special tokens included; longer texts are
         truncated (keeping the final ``[SEP]``). At most the model's position count.
+        ``None`` (default): :func:`default_max_length`, the smaller of the model's
+        usable positions and the tokenizer's ``model_max_length`` (when set).
       prefix: text prepended to every input (e.g. ``"query: "`` for E5-style models).
       mesh: optional device mesh. Batches are split over its ``data`` x ``fsdp`` axes
         (the batch size is rounded up to a multiple of their product) and the model's
@@ -162,7 +155,7 @@ class TextEncoder:
         *,
         pooling: str = "mean",
         normalize: bool = False,
-        max_length: int = 512,
+        max_length: int | None = None,
         prefix: str = "",
         mesh: Mesh | None = None,
         buckets: Sequence[int] = DEFAULT_BUCKETS,
@@ -177,7 +170,11 @@ class TextEncoder:
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.normalize = bool(normalize)
-        self.max_length = self._check_max_length(max_length)
+        self.max_length = (
+            default_max_length(model.config, tokenizer)
+            if max_length is None
+            else self._check_max_length(max_length)
+        )
         self.prefix = prefix
         self.mesh = mesh
         self.buckets = tuple(buckets)
@@ -186,11 +183,12 @@ class TextEncoder:
 
     def passages(
         self, documents: Iterable[Document | tuple[str, str]], *, stride: int = 0
-    ) -> Iterator[tuple[str, str]]:
+    ) -> Iterator[Passage]:
         """``(doc_id, passage)`` rows that each fit this encoder (:func:`~jaxir.data.passages.split_passages`).
 
         Encoding them with :func:`encode_corpus` gives a MaxP index: several rows per
         document id, which :func:`jaxir.search.retrieve.retrieve` scores by the best row.
+        Two documents with one id raise :class:`~jaxir.data.passages.DuplicateIdError`.
         """
         return split_passages(
             documents, self.tokenizer, max_length=self.max_length, stride=stride, prefix=self.prefix
@@ -246,8 +244,7 @@ class TextEncoder:
     def _run(self, graphdef, state, ids_bl, mask_bl) -> jax.Array:
         if self.mesh is not None:
             ids_bl, mask_bl = sharding.shard_batch((ids_bl, mask_bl), self.mesh)
-        embed = _EMBED[self.model.config.dtype]
-        return embed(
+        return FORWARD[self.model.config.dtype](
             graphdef, state, ids_bl, mask_bl, pooling=self.pooling, normalize=self.normalize
         )
 
@@ -299,24 +296,22 @@ class TextEncoder:
             buckets=self.buckets,
             prefix=self.prefix,
         )
-        bar = tqdm(total=len(texts), unit="text", disable=not progress, smoothing=0.1)
         pending: tuple[np.ndarray, jax.Array] | None = None
-        # Dispatch batch i+1 before reading batch i back, so the host pads the next
-        # batch while the device computes.
-        for sb in itertools.chain(batches, [None]):
-            if sb is not None:
-                dispatched = (
-                    sb.indices,
-                    self._run(graphdef, state, sb.batch["input_ids"], sb.batch["attention_mask"]),
-                )
-            if pending is not None:
-                indices, vec = pending
-                out[indices] = np.asarray(vec)[: len(indices)]
-                bar.update(len(indices))
-                if on_batch is not None:
-                    on_batch(len(indices))
-            pending = dispatched if sb is not None else None
-        bar.close()
+        # Closed before an error propagates, so the error is not printed on its line.
+        with tqdm(total=len(texts), unit="text", disable=not progress, smoothing=0.1) as bar:
+            # Dispatch batch i+1 before reading batch i back, so the host pads the next
+            # batch while the device computes.
+            for sb in itertools.chain(batches, [None]):
+                if sb is not None:
+                    ids_bl, mask_bl = sb.batch["input_ids"], sb.batch["attention_mask"]
+                    dispatched = (sb.indices, self._run(graphdef, state, ids_bl, mask_bl))
+                if pending is not None:
+                    indices, vec = pending
+                    out[indices] = np.asarray(vec)[: len(indices)]
+                    bar.update(len(indices))
+                    if on_batch is not None:
+                        on_batch(len(indices))
+                pending = dispatched if sb is not None else None
         return out
 
 
@@ -325,7 +320,7 @@ def load_encoder(
     *,
     pooling: str = "mean",
     normalize: bool = False,
-    max_length: int = 512,
+    max_length: int | None = None,
     dtype: str = "float32",
     prefix: str = "",
     mesh: Mesh | None = None,
@@ -336,7 +331,10 @@ def load_encoder(
       path: directory with ``config.json``, ``model.safetensors`` (or shards / a
         ``pytorch_model.bin``) and a tokenizer (``tokenizer.json`` or ``vocab.txt``).
         A ``*ForMaskedLM`` checkpoint works too: its MLM head is not loaded.
-      pooling, normalize, max_length, prefix, mesh: see :class:`TextEncoder`.
+      pooling, normalize, max_length, prefix, mesh: see :class:`TextEncoder`; by
+        default ``max_length`` is what the model and tokenizer support
+        (:func:`default_max_length`: e.g. 512 for BERT-base, 64 for a model with 64
+        positions).
       dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (parameters stay float32).
 
     ``load_encoder(d, pooling="mean").encode(texts)`` equals ``transformers`` PyTorch's
@@ -355,6 +353,8 @@ def load_encoder(
       >>> v = encoder.encode(["cats purr", "purr"])
       >>> v.shape, v.dtype, bool(np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5))
       ((2, 32), dtype('float32'), True)
+      >>> load_encoder(d).max_length  # the tiny preset's 64 position embeddings
+      64
     """
     model = hf.load_pretrained(path, dtype=dtype, mlm_head=False)
     tokenizer = load_tokenizer(path)
@@ -540,6 +540,20 @@ def _id_and_text(item: Any, position: int) -> tuple[str, str]:
     return doc_id, text
 
 
+def _rows(documents: Iterable[Any]) -> Iterator[tuple[str, str]]:
+    """``(id, text)`` per item of ``documents``, checking that document ids are unique.
+
+    :class:`~jaxir.data.passages.Passage` rows (MaxP) are exempt: a document's passages
+    share its id, and :func:`~jaxir.data.passages.split_passages` checked the documents.
+    """
+    seen = UniqueIds()
+    for position, item in enumerate(documents):
+        doc_id, text = _id_and_text(item, position)
+        if not isinstance(item, Passage):
+            seen.add(doc_id, position)
+        yield doc_id, text
+
+
 def _resume_point(
     root: pathlib.Path, encoder: TextEncoder, stream: Iterator[tuple[str, str]]
 ) -> tuple[list[dict[str, Any]], int]:
@@ -609,8 +623,10 @@ def encode_corpus(
     Args:
       encoder: the :class:`TextEncoder`.
       documents: :class:`~jaxir.data.records.Document` / ``Query`` records (their text
-        is ``title + " " + text``) or ``(id, text)`` tuples. Read lazily: memory holds
-        one shard of texts at a time.
+        is ``title + " " + text``) or ``(id, text)`` tuples, with unique ids; or the
+        :class:`~jaxir.data.passages.Passage` rows of :meth:`TextEncoder.passages`
+        (several per document id). Read lazily: memory holds one shard of texts at a
+        time (plus the ids seen, to reject duplicates).
       out_dir: the store directory (created if missing).
       shard_size: documents per shard file (the unit of resumption).
       batch_size: rows per forward pass.
@@ -621,12 +637,16 @@ def encode_corpus(
       total: number of documents, for the progress bar only.
 
     Returns the finished store (as :func:`load_embeddings` reads it, memory-mapped).
+
+    Raises:
+      DuplicateIdError: two documents have the same id (a ``ValueError`` naming their
+        positions ``#i`` and ``#j`` in ``documents``); the shards before it are kept.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
     root = pathlib.Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    stream = (_id_and_text(item, i) for i, item in enumerate(documents))
+    stream = _rows(documents)
     shards: list[dict[str, Any]] = []
     count = 0
     if resume and (root / MANIFEST).is_file():
@@ -644,20 +664,20 @@ def encode_corpus(
         "encoder": encoder.settings,
     }
     _write_manifest(root, manifest)
-    bar = tqdm(total=total, initial=count, unit="doc", disable=not progress, smoothing=0.1)
-    while chunk := list(itertools.islice(stream, shard_size)):
-        ids = [doc_id for doc_id, _ in chunk]
-        vectors = encoder._encode(
-            [text for _, text in chunk], batch_size, None, on_batch=bar.update
-        )
-        vectors_name, ids_name = _shard_names(len(shards))
-        _atomic_write(root / vectors_name, lambda f, v=vectors: np.save(f, v))
-        ids_bytes = "".join(f"{i}\n" for i in ids).encode("utf-8")
-        _atomic_write(root / ids_name, lambda f, b=ids_bytes: f.write(b))
-        shards.append({"vectors": vectors_name, "ids": ids_name, "count": len(ids)})
-        manifest["count"] += len(ids)
-        _write_manifest(root, manifest)
-    bar.close()
+    # Closed (try/finally) before an error propagates, so it is not printed on the bar's line.
+    with tqdm(total=total, initial=count, unit="doc", disable=not progress, smoothing=0.1) as bar:
+        while chunk := list(itertools.islice(stream, shard_size)):
+            ids = [doc_id for doc_id, _ in chunk]
+            vectors = encoder._encode(
+                [text for _, text in chunk], batch_size, None, on_batch=bar.update
+            )
+            vectors_name, ids_name = _shard_names(len(shards))
+            _atomic_write(root / vectors_name, lambda f, v=vectors: np.save(f, v))
+            ids_bytes = "".join(f"{i}\n" for i in ids).encode("utf-8")
+            _atomic_write(root / ids_name, lambda f, b=ids_bytes: f.write(b))
+            shards.append({"vectors": vectors_name, "ids": ids_name, "count": len(ids)})
+            manifest["count"] += len(ids)
+            _write_manifest(root, manifest)
     if manifest["count"] == 0:
         raise ValueError("documents is empty; there is nothing to encode.")
     manifest["complete"] = True

@@ -39,7 +39,7 @@ METRICS = ("nDCG@10", "RR@10", "R@100")
 #: ``small`` encoder over a corpus WordPiece vocabulary, 150 steps of batch 32 with one
 #: BM25 hard negative each. Kept in the package (not ``configs/``) so an installed jaxir
 #: runs its quickstart from any directory.
-QUICKSTART = config_lib.DenseRunConfig(
+QUICKSTART = config_lib.RunConfig(
     name="quickstart",
     data=config_lib.DataConfig(max_query_length=32, max_passage_length=64),
     train=config_lib.TrainConfig(steps=150, warmup_steps=15, eval_every=50, checkpoint_every=50),
@@ -69,7 +69,7 @@ def _index_recall(searcher, vectors: np.ndarray, k: int = 10, sample: int = 500)
 
 
 def quickstart(
-    config: config_lib.DenseRunConfig, workdir: str | pathlib.Path, *, progress: bool = True
+    config: config_lib.RunConfig, workdir: str | pathlib.Path, *, progress: bool = True
 ) -> QuickstartResult:
     """Trains, encodes, indexes, evaluates (BM25 vs dense) and exports a serving bundle.
 

@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from jaxir.config import DenseRunConfig, from_dict, load_config, override, to_dict
+from jaxir.config import RunConfig, from_dict, load_config, override, to_dict
 
 CONFIGS = sorted((pathlib.Path(__file__).parents[1] / "configs").glob("*.py"))
 
@@ -13,10 +13,10 @@ CONFIGS = sorted((pathlib.Path(__file__).parents[1] / "configs").glob("*.py"))
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_loads_and_round_trips(path):
     config = load_config(path)
-    assert isinstance(config, DenseRunConfig)
+    assert isinstance(config, RunConfig)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.name = "x"
-    assert from_dict(DenseRunConfig, to_dict(config)) == config
+    assert from_dict(RunConfig, to_dict(config)) == config
     assert override(config, ["train.steps=3"]).train.steps == 3
 
 
@@ -26,7 +26,7 @@ def test_config_arg_after_colon():
 
 def test_overrides_parse_types_and_reject_unknown_keys():
     config = override(
-        DenseRunConfig(),
+        RunConfig(),
         [
             "model.normalize=false",
             "data.path=none",

@@ -267,7 +267,7 @@ def test_cli_on_scifact_with_real_vocabulary(tmp_path):
     """First 200 scifact documents through a tiny random BERT with the bert-base vocabulary."""
     corpus, vocab = DATA / "scifact", DATA / "vocab" / "bert-base-uncased" / "vocab.txt"
     if not (corpus.is_dir() and vocab.is_file()):
-        pytest.skip(f"shared data not found under {DATA} (set JAXIR_SHARED_DATA)")
+        pytest.skip(f"needs shared data: {corpus} and {vocab} (set JAXIR_SHARED_DATA)")
     transformers = pytest.importorskip("transformers")
     model = tmp_path / "model"
     config = PRESETS["tiny"].replace(vocab_size=30522, max_positions=512, mlm_head=False)
@@ -284,3 +284,121 @@ def test_cli_on_scifact_with_real_vocabulary(tmp_path):
     store = load_embeddings(tmp_path / "emb")
     assert store.ids == [d.id for d in docs] and store.vectors.shape == (200, 32)
     assert np.isfinite(store.vectors).all()
+
+
+# --------------------------------------------------------------------------- max_length default
+
+
+def test_default_max_length_is_what_the_model_and_tokenizer_support(model_dir, tmp_path):
+    # The tiny preset has 64 position embeddings; vocab.txt alone leaves the tokenizer's
+    # model_max_length unset (transformers' int(1e30) sentinel), so the model decides.
+    assert PRESETS["tiny"].max_positions == 64
+    encoder = load_encoder(model_dir, pooling="mean")
+    assert encoder.tokenizer.model_max_length > 10**6
+    assert encoder.max_length == encoder.settings["max_length"] == 64
+    assert encoder.encode(["cats purr " * 100], batch_size=BATCH).shape == (1, 32)
+    # A tokenizer limit below the model's wins.
+    shutil.copytree(model_dir, tmp_path / "m")
+    (tmp_path / "m" / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 32}))
+    assert load_encoder(tmp_path / "m").max_length == 32
+    # RoBERTa-style models lose position_offset positions.
+    config = PRESETS["tiny"].replace(max_positions=66, position_offset=2)
+    tokenizer = load_encoder(model_dir).tokenizer
+    assert TextEncoder(Model(config, rngs=nnx.Rngs(0)), tokenizer).max_length == 64
+    # An explicit value out of range still names the limit.
+    with pytest.raises(ValueError, match=r"max_length=65 is out of range.*1\.\.64"):
+        load_encoder(model_dir, max_length=65)
+
+
+def test_cli_max_length_defaults_to_the_model_limit(model_dir, tmp_path, capsys):
+    write_corpus(make_docs(3), tmp_path / "corpus.jsonl")
+    args = ["encode", "--model", str(model_dir), "--data", str(tmp_path / "corpus.jsonl")]
+    assert main([*args, "--out", str(tmp_path / "emb")]) == 0
+    assert load_embeddings(tmp_path / "emb").manifest["encoder"]["max_length"] == 64
+    with pytest.raises(SystemExit):
+        main(["encode", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "default: what the model supports" in help_text and "model_max_length" in help_text
+
+
+# --------------------------------------------------------------------------- duplicate ids
+
+
+def test_duplicate_ids_are_rejected_with_both_positions(encoder, tmp_path):
+    kwargs = dict(batch_size=BATCH, progress=False, resume=False)
+    with pytest.raises(ValueError, match=r"documents #0 and #2 have the same id 'a'"):
+        encode_corpus(encoder, [("a", "cats"), ("b", "dogs"), ("a", "fish")], tmp_path, **kwargs)
+    docs = [*make_docs(5), Document("d3", "gene")]
+    with pytest.raises(ValueError, match=r"documents #3 and #5 have the same id 'd3'"):
+        encode_corpus(encoder, docs, tmp_path, shard_size=2, **kwargs)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert (manifest["complete"], manifest["count"]) == (False, 4)  # shards before it kept
+
+
+def test_maxp_passages_share_their_document_id_but_documents_may_not(model_dir, tmp_path):
+    encoder = load_encoder(model_dir, pooling="mean", max_length=8)
+    long = Document("long", "cats purr and dogs bark while fish swim and birds fly " * 2)
+    docs = [long, Document("short", "cats purr")]
+    store = encode_corpus(
+        encoder, encoder.passages(docs), tmp_path / "ok", batch_size=BATCH, progress=False
+    )
+    assert store.ids.count("long") > 1 and store.ids[-1] == "short"
+    # A repeated document is caught on the documents, even when its passages would be
+    # consecutive (and look like more passages of the first one).
+    for repeated, where in (([long, long], "#0 and #1"), ([long, docs[1], long], "#0 and #2")):
+        with pytest.raises(ValueError, match=f"documents {where} have the same id 'long'"):
+            encode_corpus(
+                encoder, encoder.passages(repeated), tmp_path / "bad", resume=False, progress=False
+            )
+
+
+def write_jsonl(path: pathlib.Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_cli_names_the_file_and_both_lines_of_a_duplicate_id(model_dir, tmp_path, capsys, split):
+    corpus = tmp_path / "beir" / "corpus.jsonl"
+    write_jsonl(
+        corpus,
+        [
+            '{"_id": "d1", "text": "cats purr"}',
+            "",  # a blank line: line numbers are not record positions
+            '{"_id": "d2", "text": "dogs bark"}',
+            '{"_id": "d1", "text": "fish swim"}',
+        ],
+    )
+    args = ["encode", "--model", str(model_dir), "--data", str(tmp_path / "beir")]
+    args += ["--out", str(tmp_path / "emb"), "--max-length", "16"]
+    assert main(args + (["--split-documents"] if split else [])) == 1
+    err = capsys.readouterr().err
+    assert f"{corpus}:4: field '_id': duplicate id 'd1' (line 1 has the same _id)" in err
+    # The progress bar was closed first: the error starts a line of its own.
+    assert "\njaxir encode: error:" in err or err.startswith("jaxir encode: error:")
+
+
+# --------------------------------------------------------------------------- progress bars
+
+
+def test_progress_bar_is_closed_before_an_error_propagates(model_dir, encoder, tmp_path, capsys):
+    # Read stderr while the error is being handled (as `jaxir` prints it): later, garbage
+    # collection of the traceback would close a leaked bar and hide the bug.
+    try:
+        encode_corpus(
+            encoder, interrupted(make_docs(6), 5), tmp_path, shard_size=2, batch_size=BATCH
+        )
+    except RuntimeError:
+        err = capsys.readouterr().err
+    assert "doc" in err and err.endswith("\n"), repr(err)  # the bar ended its line
+
+    def failing_run(*args):
+        raise RuntimeError("device failure")
+
+    broken = load_encoder(model_dir, max_length=MAX_LENGTH)
+    broken._run = failing_run
+    try:
+        broken.encode(["cats", "dogs"], batch_size=BATCH, progress=True)
+    except RuntimeError:
+        err = capsys.readouterr().err
+    assert "text" in err and err.endswith("\n"), repr(err)

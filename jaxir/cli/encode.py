@@ -12,7 +12,7 @@ title + " " + text), embeds them with a Hugging Face-layout encoder directory
 Shards are written atomically; an interrupted run resumes where it stopped when run
 again with the same arguments (--no-resume starts over). Read the result with
 jaxir.encode.load_embeddings(OUT). With several devices, batches are split over all
-of them.
+of them. Ids must be unique: a repeated _id is reported with its file and both lines.
 
 Example:
   jaxir encode --model runs/d1/export/model --data ../shared/data/scifact \\
@@ -71,9 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-length",
         type=int,
-        default=256,
+        default=None,
+        metavar="TOKENS",
         help="tokens per text, special tokens included; longer texts are truncated "
-        "(default: %(default)s)",
+        "(default: what the model supports, the smaller of its position embeddings and "
+        "the tokenizer's model_max_length)",
     )
     parser.add_argument(
         "--split-documents",
@@ -116,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _records(data: pathlib.Path, what: str):
-    """``(record iterator, total or None)`` for a BEIR directory or a JSONL file."""
+    """``(record iterator, total or None, file or None)`` for a BEIR directory or a JSONL file."""
     from jaxir.data.records import count_lines, iter_corpus, iter_queries
 
     stem = "corpus" if what == "corpus" else "queries"
@@ -124,7 +126,42 @@ def _records(data: pathlib.Path, what: str):
     file = next((f for f in candidates if f.is_file()), None)
     total = count_lines(file) if file is not None else None
     records = iter_corpus(data) if what == "corpus" else iter_queries(data)
-    return records, total
+    return records, total, file
+
+
+def _record_lines(file: pathlib.Path, positions: tuple[int, ...]) -> list[int]:
+    """1-based lines of the records at 0-based ``positions`` (``iter_corpus`` order).
+
+    The readers yield one record per non-blank line, so record ``i`` is the ``i``-th
+    non-blank line. Only called to report an error: re-reading the file there keeps
+    the encode pass from holding a line number per id.
+    """
+    from jaxir.data.records import iter_lines
+
+    wanted, found, position = set(positions), {}, 0
+    for number, text in iter_lines(file):
+        if not text.strip():
+            continue
+        if position in wanted:
+            found[position] = number
+            if len(found) == len(wanted):
+                break
+        position += 1
+    return [found[p] for p in positions]
+
+
+def _duplicate_error(file: pathlib.Path, error):
+    """The :class:`DataError` for a ``DuplicateIdError`` raised on the records of ``file``."""
+    from jaxir.data.errors import DataError
+
+    first, second = _record_lines(file, (error.first, error.second))
+    return DataError(
+        file,
+        f"duplicate id {error.doc_id!r} (line {first} has the same _id); ids must be unique, "
+        "an embedding is looked up by its id",
+        line=second,
+        field="_id",
+    )
 
 
 def _default_prefix(model: pathlib.Path, what: str) -> str:
@@ -149,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     from jaxir import sharding
+    from jaxir.data.passages import DuplicateIdError
     from jaxir.encode import encode_corpus, load_encoder
 
     if args.split_documents and args.what != "corpus":
@@ -164,21 +202,27 @@ def run(args: argparse.Namespace) -> int:
         prefix=prefix,
         mesh=mesh,
     )
-    records, total = _records(args.data, args.what)
-    if args.split_documents:
+    records, total, file = _records(args.data, args.what)
+    if args.split_documents:  # duplicate ids are then checked on the documents, not passages
         records, total = encoder.passages(records, stride=args.stride), None
     kept = _stored_count(args.out) if args.resume else 0
     start = time.perf_counter()
-    store = encode_corpus(
-        encoder,
-        records,
-        args.out,
-        shard_size=args.shard_size,
-        batch_size=args.batch_size,
-        resume=args.resume,
-        progress=True,
-        total=total,
-    )
+    # encode_corpus holds the only progress bar and closes it before an error propagates.
+    try:
+        store = encode_corpus(
+            encoder,
+            records,
+            args.out,
+            shard_size=args.shard_size,
+            batch_size=args.batch_size,
+            resume=args.resume,
+            progress=True,
+            total=total,
+        )
+    except DuplicateIdError as e:  # positions in the file's records -> its lines
+        if file is None:
+            raise
+        raise _duplicate_error(file, e) from None
     seconds = time.perf_counter() - start
     new = len(store) - kept
     resumed = f" ({kept} kept from an earlier run)" if kept else ""

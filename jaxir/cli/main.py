@@ -14,6 +14,7 @@ import sys
 #: Subcommand name -> module under jaxir.cli (imported lazily so ``--help`` is instant).
 SUBCOMMANDS = {
     "quickstart": "quickstart",
+    "mine": "mine",
     "train": "train",
     "encode": "encode",
     "index": "index",
@@ -27,7 +28,8 @@ jaxir: train, evaluate and serve neural retrievers with JAX.
 
 Typical flow:
   jaxir quickstart                                  # everything, on the embedded collection
-  jaxir train --config configs/dense_scifact.py --workdir runs/d1
+  jaxir mine --data ../shared/data/scifact --negatives bm25 --out groups.jsonl
+  jaxir train --config configs/dense_scifact.py --workdir runs/d1 --set data.groups=groups.jsonl
   jaxir encode --model runs/d1/export/model --data ../shared/data/scifact --out emb/
   jaxir index emb/ --out index/                     # ScaNN (or exact) index
   jaxir search BUNDLE "what causes ..."            # query a serving bundle

@@ -26,14 +26,16 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections.abc import Mapping
 
 from jaxir.data.groups import TrainGroup
+from jaxir.data.negatives import bm25_search
 from jaxir.data.records import Document
 
-__all__ = ["ict_groups", "split_sentences"]
+__all__ = ["ict_groups", "split_sentences", "with_bm25_negatives"]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
@@ -94,3 +96,33 @@ def ict_groups(
         passage = " ".join([title, *rest] if title else rest)
         groups.append(TrainGroup(sentences[index], (passage,)))
     return groups
+
+
+def with_bm25_negatives(
+    groups: list[TrainGroup],
+    corpus: Mapping[str, Document],
+    *,
+    rank_window: tuple[int, int],
+    count: int = 8,
+) -> list[TrainGroup]:
+    """ICT ``groups`` plus up to ``count`` BM25 hard negatives of their query sentence.
+
+    The source document (the one holding the sentence) is left out; ranks
+    ``rank_window[0]..rank_window[1]`` of the other documents give the negatives. Groups
+    with no negative in the window keep none (random negatives fill their slots).
+
+    Example:
+      >>> corpus = {"d1": Document("d1", "Cats purr loudly. Cats nap."),
+      ...           "d2": Document("d2", "Cats purr too. Dogs bark.")}
+      >>> [g] = ict_groups({"d1": corpus["d1"]}, seed=0, keep_probability=0.0)
+      >>> with_bm25_negatives([g], corpus, rank_window=(0, 5))[0].negatives
+      ('Cats purr too. Dogs bark.',)
+    """
+    queries = {str(i): g.query for i, g in enumerate(groups)}
+    run = bm25_search(corpus, queries, k=rank_window[1] + 2)
+    out = []
+    for i, g in enumerate(groups):
+        others = [d for d in run.get(str(i), {}) if g.query not in corpus[d].text]
+        chosen = others[rank_window[0] : rank_window[1]][:count]
+        out.append(dataclasses.replace(g, negatives=tuple(corpus[d].full_text for d in chosen)))
+    return out

@@ -10,11 +10,12 @@ Two knobs keep likely *false* negatives (relevant but unjudged passages) out:
 
 * ``rank_window=(start, end)``: take candidates from 0-based ranks ``start..end-1``;
   skipping the top few (``start > 0``) avoids the passages most likely to be relevant.
-* ``margin``: a candidate whose BM25 score is at least
-  ``best_positive_score - margin`` is dropped: it matches the query as well as (or
-  almost as well as) a known positive, so it is more likely unjudged-relevant than
-  negative. ``margin=0`` drops candidates scoring at or above the best positive;
-  a negative margin is more lenient, ``None`` disables the filter.
+* ``margin``: the false-negative filter of :func:`false_negative_ceiling`, shared
+  with model mining (:mod:`jaxir.search.mining`): a candidate whose BM25 score is at
+  least ``lowest_positive_score - margin`` is dropped: it matches the query as well as
+  (or almost as well as) a known positive, so it is more likely unjudged-relevant than
+  negative. ``margin=0`` drops candidates scoring at or above the weakest positive;
+  larger margins drop more, negative ones fewer; ``None`` disables the filter.
 
 Example:
     >>> from jaxir.data.records import Document, Query
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import bm25s
 import numpy as np
@@ -45,7 +46,13 @@ from jaxir.data.runs import Run
 # bm25s sets its own logger to DEBUG at import; keep its per-call chatter out of user output.
 logging.getLogger("bm25s").setLevel(logging.WARNING)
 
-__all__ = ["BM25Index", "bm25_index", "bm25_search", "mine_bm25_negatives"]
+__all__ = [
+    "BM25Index",
+    "bm25_index",
+    "bm25_search",
+    "false_negative_ceiling",
+    "mine_bm25_negatives",
+]
 
 _STOPWORDS = "en"
 
@@ -53,6 +60,44 @@ _STOPWORDS = "en"
 def _texts(items: Mapping[str, Document | Query | str]) -> tuple[list[str], list[str]]:
     ids = list(items)
     return ids, [v if isinstance(v, str) else v.full_text for v in items.values()]
+
+
+def false_negative_ceiling(positive_scores: Iterable[float], margin: float | None) -> float:
+    """The score at or above which a mined candidate counts as a likely false negative.
+
+    The one false-negative margin rule of jaxir, used by BM25 mining
+    (:func:`mine_bm25_negatives`) and model mining
+    (:func:`jaxir.search.mining.mine_model_negatives`): a candidate scoring
+    ``>= min(positive_scores) - margin`` is dropped.
+
+    Why the *lowest* positive and not the best: the two agree for single-positive
+    queries and differ only for multi-positive ones, where the lowest-positive rule
+    drops a superset. A candidate the scorer ranks above *any* judged positive looks,
+    by the scorer's own evidence, at least as relevant as a passage known to be
+    relevant; training it as a negative pushes it below that positive, which is what a
+    false negative does. The best-positive rule keeps exactly those candidates that sit
+    between the positives, the ones most likely to be relevant but unjudged (e.g. a
+    third passage on the same topic as two judged ones). The cost is fewer, slightly
+    easier negatives; the rank window still supplies more candidates.
+
+    Args:
+      positive_scores: the scorer's scores of the query's judged positives (those
+        absent from the scored corpus left out).
+      margin: ``0`` drops candidates at or above the weakest positive; larger margins
+        drop more, negative ones fewer; ``None`` disables the filter.
+
+    Returns the ceiling, ``inf`` (keep every candidate) when ``margin`` is ``None`` or
+    there is no positive score.
+
+    >>> false_negative_ceiling([9.0, 4.0], margin=0.5)
+    3.5
+    >>> false_negative_ceiling([], margin=0.5), false_negative_ceiling([9.0], margin=None)
+    (inf, inf)
+    """
+    if margin is None:
+        return float("inf")
+    scores = [float(s) for s in positive_scores]
+    return min(scores) - float(margin) if scores else float("inf")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +202,8 @@ def mine_bm25_negatives(
       exclude_positives: drop judged positives from the candidates (turn off only to
         inspect what BM25 returns).
       margin: false-negative filter; drop candidates scoring
-        ``>= best_positive_score - margin`` (module doc). ``None`` disables it.
+        ``>= lowest_positive_score - margin`` (:func:`false_negative_ceiling`).
+        ``None`` disables it.
       min_relevance: smallest grade counted as positive.
       index: a prebuilt :func:`bm25_index` over the same corpus, to reuse it.
 
@@ -188,10 +234,8 @@ def mine_bm25_negatives(
         ceiling = np.inf
         if margin is not None and positives:
             all_scores = index.scores(texts[row])
-            best = max(
-                (all_scores[position[d]] for d in positives if d in position), default=np.inf
-            )
-            ceiling = best - margin
+            scored = [all_scores[position[d]] for d in positives if d in position]
+            ceiling = false_negative_ceiling(scored, margin)
         negatives = []
         for i, score in zip(indices[row, start:].tolist(), scores[row, start:].tolist()):
             if len(negatives) == num_negatives:

@@ -21,6 +21,15 @@ of the training groups, the document's passage that BM25 scores highest for the 
 (instead of the document's first ``max_length`` tokens, which often miss the part the
 query is about).
 
+Rows are :class:`Passage` tuples ``(doc_id, text)``: consumers that must tell passage
+rows from documents (:func:`jaxir.encode.encode_corpus` checks that document ids are
+unique, and a document's passages legitimately share its id) recognize them by type.
+:func:`split_passages` itself rejects two documents with one id
+(:class:`DuplicateIdError`): their passages would merge into one document.
+
+Long documents are expected here, so tokenizing them does not print transformers'
+"Token indices sequence length is longer than the specified maximum" warning.
+
 Example:
     >>> from tokenizers import Tokenizer, models, pre_tokenizers, processors
     >>> from transformers import PreTrainedTokenizerFast
@@ -31,7 +40,8 @@ Example:
     ...     single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
     >>> tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]")
     >>> docs = [Document("d1", "aa bb cc dd ee ff gg hh", "title"), Document("d2", "aa bb")]
-    >>> list(split_passages(docs, tok, max_length=7))  # doctest: +NORMALIZE_WHITESPACE
+    >>> [tuple(row) for row in split_passages(docs, tok, max_length=7)]
+    ... # doctest: +NORMALIZE_WHITESPACE
     [('d1', 'title aa bb cc dd'), ('d1', 'title cc dd ee ff'), ('d1', 'title ee ff gg hh'),
      ('d2', 'aa bb')]
     >>> docs = {"d1": docs[0], "d2": docs[1]}
@@ -44,6 +54,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
+from typing import NamedTuple
 
 import numpy as np
 import transformers
@@ -51,7 +62,64 @@ import transformers
 from jaxir.data.negatives import bm25_index
 from jaxir.data.records import Document, Query
 
-__all__ = ["best_passages", "split_passages", "word_windows"]
+__all__ = [
+    "DuplicateIdError",
+    "Passage",
+    "UniqueIds",
+    "best_passages",
+    "split_passages",
+    "word_windows",
+]
+
+
+class Passage(NamedTuple):
+    """One row of a MaxP index: a passage of document ``doc_id`` (a plain 2-tuple otherwise)."""
+
+    doc_id: str
+    text: str
+
+
+class DuplicateIdError(ValueError):
+    """Two documents of one stream have the same id.
+
+    Attributes:
+      doc_id: the repeated id.
+      first, second: 0-based positions of the two documents in the stream (a caller
+        that read the stream from a file can turn them into line numbers).
+
+    >>> ids = UniqueIds()
+    >>> ids.add("a", 0); ids.add("b", 1); ids.add("a", 2)
+    Traceback (most recent call last):
+    ...
+    jaxir.data.passages.DuplicateIdError: documents #0 and #2 have the same id 'a'; document ids must be unique
+    """
+
+    def __init__(self, doc_id: str, first: int, second: int) -> None:
+        self.doc_id, self.first, self.second = doc_id, first, second
+        super().__init__(
+            f"documents #{first} and #{second} have the same id {doc_id!r}; document ids "
+            "must be unique"
+        )
+
+    def __reduce__(self):
+        return (DuplicateIdError, (self.doc_id, self.first, self.second))
+
+
+class UniqueIds:
+    """Ids seen so far in a document stream, with the position of each.
+
+    Memory grows with the stream (one dict entry per document, ~100 bytes each: about
+    1 GB for MS MARCO's 8.8M passages).
+    """
+
+    def __init__(self) -> None:
+        self._first: dict[str, int] = {}
+
+    def add(self, doc_id: str, position: int) -> None:
+        """Records document ``position``'s id; :class:`DuplicateIdError` if it was seen."""
+        first = self._first.setdefault(doc_id, position)
+        if first != position:
+            raise DuplicateIdError(doc_id, first, position)
 
 
 def word_windows(
@@ -109,7 +177,7 @@ def split_passages(
     stride: int = 0,
     prefix: str = "",
     batch_size: int = 512,
-) -> Iterator[tuple[str, str]]:
+) -> Iterator[Passage]:
     """``(doc_id, passage_text)`` rows covering every document in windows that fit ``max_length``.
 
     Args:
@@ -122,22 +190,34 @@ def split_passages(
       batch_size: documents tokenized together.
 
     Yields:
-      One or more rows per document, in input order; a document that fits is one row
-      with its full text (``title + " " + text``).
+      One or more :class:`Passage` rows per document, in input order (a document's rows
+      are consecutive); a document that fits is one row with its full text
+      (``title + " " + text``).
+
+    Raises:
+      DuplicateIdError: two documents have the same id (positions in ``documents``).
     """
     if not tokenizer.is_fast:
         raise TypeError("split_passages needs a fast tokenizer (character offsets)")
+    # verbose=False: documents longer than the model are the point here, so transformers'
+    # "Token indices sequence length is longer than the specified maximum sequence
+    # length" warning (the only one verbose gates without padding/truncation) is noise.
+    tokenize = functools.partial(tokenizer, add_special_tokens=False, verbose=False)
+    encode = functools.partial(tokenize, return_offsets_mapping=True)
     specials = tokenizer.num_special_tokens_to_add(pair=False)
     if prefix:
-        specials += len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        specials += len(tokenize(prefix)["input_ids"])
     if max_length - specials < 2:
         raise ValueError(
             f"max_length {max_length} leaves no room for text after the special tokens and prefix"
         )
     stream = iter(documents)
-    encode = functools.partial(tokenizer, add_special_tokens=False, return_offsets_mapping=True)
+    seen, position = UniqueIds(), 0
     while batch := [_title_and_text(item) for item in itertools.islice(stream, batch_size)]:
-        titles = tokenizer([t for _, t, _ in batch], add_special_tokens=False)["input_ids"]
+        for doc_id, _, _ in batch:
+            seen.add(doc_id, position)
+            position += 1
+        titles = tokenize([t for _, t, _ in batch])["input_ids"]
         bodies = encode([text for _, _, text in batch])
         for row, ((doc_id, title, text), title_ids) in enumerate(zip(batch, titles)):
             offsets, words = bodies["offset_mapping"][row], bodies.word_ids(row)
@@ -152,7 +232,7 @@ def split_passages(
             step = stride or max(budget // 2, 1)
             for start, end in word_windows(word_starts, len(offsets), budget, step):
                 chunk = text[offsets[start][0] : offsets[end - 1][1]] if end > start else text
-                yield doc_id, f"{title} {chunk}".strip() if title else chunk
+                yield Passage(doc_id, f"{title} {chunk}".strip() if title else chunk)
 
 
 def best_passages(

@@ -1,8 +1,10 @@
-"""Flax NNX building blocks shared by every encoder family."""
+"""Flax NNX building blocks shared by every encoder family.
+
+Parameter-free pooling lives in :mod:`jaxir.reps.pooling`.
+"""
 
 from jaxir.layers.attention import SelfAttention
 from jaxir.layers.embeddings import TokenEmbeddings
-from jaxir.layers.pooling import POOLINGS, pool
 from jaxir.layers.transformer import Mlp, TransformerLayer
 
-__all__ = ["POOLINGS", "Mlp", "SelfAttention", "TokenEmbeddings", "TransformerLayer", "pool"]
+__all__ = ["Mlp", "SelfAttention", "TokenEmbeddings", "TransformerLayer"]

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxir.layers.dot import dot_general
-from jaxir.layers.linear import Dense
+from jaxir.layers.linear import LinearSpec, linear
 
 
 class SelfAttention(nnx.Module):
@@ -18,6 +18,9 @@ class SelfAttention(nnx.Module):
     lowest float32 logit, so a row whose keys are all padding attends uniformly (as in
     ``transformers``) instead of producing NaN.
 
+    The four projections are ``"attention"`` projections of :func:`jaxir.layers.linear.linear`
+    (``spec`` picks their parameterization; default: :class:`~jaxir.layers.linear.Dense`).
+
     Shapes: ``x_blh: [B, L, H]``, ``mask_bl: [B, L]`` (True/1 = real token) -> ``[B, L, H]``.
 
     Example:
@@ -26,15 +29,28 @@ class SelfAttention(nnx.Module):
       (1, 3, 8)
     """
 
-    def __init__(self, hidden: int, num_heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        hidden: int,
+        num_heads: int,
+        *,
+        dtype: jnp.dtype,
+        rngs: nnx.Rngs,
+        spec: LinearSpec | None = None,
+    ):
         if hidden % num_heads:
             raise ValueError(f"hidden size {hidden} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = hidden // num_heads
-        self.query = Dense(hidden, hidden, ("embed", "heads"), dtype=dtype, rngs=rngs)
-        self.key = Dense(hidden, hidden, ("embed", "heads"), dtype=dtype, rngs=rngs)
-        self.value = Dense(hidden, hidden, ("embed", "heads"), dtype=dtype, rngs=rngs)
-        self.output = Dense(hidden, hidden, ("heads", "embed"), dtype=dtype, rngs=rngs)
+        spec = LinearSpec() if spec is None else spec
+
+        def proj(axes):
+            return linear("attention", hidden, hidden, axes, spec=spec, dtype=dtype, rngs=rngs)
+
+        self.query = proj(("embed", "heads"))
+        self.key = proj(("embed", "heads"))
+        self.value = proj(("embed", "heads"))
+        self.output = proj(("heads", "embed"))
 
     def __call__(self, x_blh: jax.Array, mask_bl: jax.Array) -> jax.Array:
         b, length, _ = x_blh.shape

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxir.layers.dot import affine
+from jaxir.layers.dot import affine, dot_general
 
 #: BERT-style initialisation (truncated normal, std 0.02), as in ``transformers``.
 INIT_STD = 0.02
@@ -26,6 +30,7 @@ class Dense(nnx.Module):
 
     Parameters are float32 (``kernel [in, out]``, ``bias [out]``, the names
     ``nnx.Linear`` uses) and cast to ``dtype`` per call; products accumulate in float32.
+    With ``use_bias=False`` there is no ``bias`` parameter (``self.bias is None``).
 
     Shapes: ``[..., in] -> [..., out]``.
 
@@ -33,6 +38,8 @@ class Dense(nnx.Module):
       >>> layer = Dense(3, 2, (None, None), dtype=jnp.float32, rngs=nnx.Rngs(0))
       >>> layer(jnp.ones((4, 3))).shape
       (4, 2)
+      >>> Dense(3, 2, (None, None), use_bias=False, dtype=jnp.float32, rngs=nnx.Rngs(0)).bias is None
+      True
     """
 
     def __init__(
@@ -41,6 +48,7 @@ class Dense(nnx.Module):
         out_features: int,
         axes: tuple[str | None, str | None],
         *,
+        use_bias: bool = True,
         dtype: jnp.dtype,
         rngs: nnx.Rngs,
     ):
@@ -49,14 +57,54 @@ class Dense(nnx.Module):
         self.kernel = nnx.Param(
             init(rngs.params(), (in_features, out_features), jnp.float32), **axes_metadata(axes)
         )
-        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32), **axes_metadata(axes[1:]))
+        self.bias = (
+            nnx.Param(jnp.zeros((out_features,), jnp.float32), **axes_metadata(axes[1:]))
+            if use_bias
+            else None
+        )
+
+    @classmethod
+    def from_weights(
+        cls,
+        kernel: jax.Array,
+        bias: jax.Array | None,
+        axes: tuple[str | None, str | None],
+        *,
+        dtype: jnp.dtype,
+    ) -> Dense:
+        """A :class:`Dense` holding ``kernel [in, out]`` and ``bias [out]`` (or no bias), no random init.
+
+        Example:
+          >>> d = Dense.from_weights(jnp.ones((3, 2)), None, (None, None), dtype=jnp.float32)
+          >>> d(jnp.ones((1, 3))).tolist()
+          [[3.0, 3.0]]
+        """
+        in_features, out_features = kernel.shape
+        layer = nnx.eval_shape(
+            lambda: cls(
+                in_features,
+                out_features,
+                axes,
+                use_bias=bias is not None,
+                dtype=dtype,
+                rngs=nnx.Rngs(0),
+            )
+        )
+        layer.kernel = nnx.Param(jnp.asarray(kernel, jnp.float32), **axes_metadata(axes))
+        if bias is not None:
+            layer.bias = nnx.Param(jnp.asarray(bias, jnp.float32), **axes_metadata(axes[1:]))
+        return layer
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return affine(
-            x.astype(self.dtype),
-            self.kernel[...].astype(self.dtype),
-            self.bias[...].astype(self.dtype),
-        )
+        x = x.astype(self.dtype)
+        kernel = self.kernel[...].astype(self.dtype)
+        if self.bias is None:
+            return dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+        return affine(x, kernel, self.bias[...].astype(self.dtype))
+
+    def merged(self) -> tuple[jax.Array, jax.Array | None]:
+        """``(kernel [in, out], bias [out] | None)``, float32: a Dense is its own merge."""
+        return self.kernel[...], None if self.bias is None else self.bias[...]
 
 
 def layer_norm(features: int, *, epsilon: float, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -92,3 +140,205 @@ def embed(
         embedding_metadata=axes_metadata(axes),
         rngs=rngs,
     )
+
+
+# --- Injectable projections ---------------------------------------------------------------
+#
+# Every projection of an encoder (attention q/k/v/o, MLP up/down, the pooler and MLM-head
+# transform) is built by :func:`linear`, so a parameterization (LoRA, SLTrain, ...) plugs in
+# with one :func:`register_linear` call and a config change -- no model edits.
+
+#: Layer types a :class:`LinearSpec` can select (config key ``model.linear_layers``).
+LAYER_TYPES = ("attention", "mlp", "head")
+
+#: Registered linear parameterizations by kind (config key ``model.linear``).
+LINEAR_KINDS: dict[str, type] = {"dense": Dense}
+
+
+def register_linear(kind: str, cls: type) -> None:
+    """Registers parameterization ``cls`` under ``kind`` (the value of ``model.linear``).
+
+    ``cls`` follows the :class:`Dense` protocol:
+
+    * ``cls(in_features, out_features, axes, *, use_bias, dtype, rngs, **options)``;
+    * ``__call__(x) -> y``: ``[..., in] -> [..., out]``;
+    * ``merged() -> (kernel [in, out], bias [out] | None)``: the equivalent plain dense
+      weights, float32 (:func:`merge_linears` uses them for export);
+    * optionally ``axes`` and ``dtype`` attributes (the constructor's arguments), which the
+      merged :class:`Dense` inherits.
+
+    Trainable arrays are ``nnx.Param``; fixed ones :class:`~jaxir.layers.variables.Frozen`
+    (float) or :class:`~jaxir.layers.variables.Buffer` (anything else). Registering the
+    same class twice is a no-op; another class under a taken kind is an error.
+
+    Example:
+      >>> class Scaled(Dense):
+      ...     def __call__(self, x):
+      ...         return 2 * super().__call__(x)
+      >>> register_linear("scaled_doc", Scaled)
+      >>> "scaled_doc" in LINEAR_KINDS
+      True
+      >>> del LINEAR_KINDS["scaled_doc"]
+    """
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"linear kind must be a non-empty string, got {kind!r}")
+    if LINEAR_KINDS.get(kind, cls) is not cls:
+        raise ValueError(
+            f"linear kind {kind!r} is already registered to {LINEAR_KINDS[kind].__qualname__}"
+        )
+    LINEAR_KINDS[kind] = cls
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearSpec:
+    """Which parameterization builds the projections of which layer types (hashable).
+
+    ``kind`` is a :data:`LINEAR_KINDS` key (config ``model.linear``), ``layer_types`` a
+    subset of :data:`LAYER_TYPES` (config ``model.linear_layers``) -- projections of other
+    types stay :class:`Dense` -- and ``options`` the keyword arguments of the
+    parameterization's constructor as ``(name, value)`` pairs (a mapping is accepted and
+    stored sorted).
+
+    Example:
+      >>> LinearSpec()
+      LinearSpec(kind='dense', layer_types=('attention', 'mlp'), options=())
+      >>> LinearSpec("nope")
+      Traceback (most recent call last):
+        ...
+      ValueError: model.linear: unknown linear kind 'nope'; registered kinds: ['dense']
+    """
+
+    kind: str = "dense"
+    layer_types: tuple[str, ...] = ("attention", "mlp")
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self):
+        if isinstance(self.layer_types, str):
+            object.__setattr__(self, "layer_types", (self.layer_types,))
+        object.__setattr__(self, "layer_types", tuple(self.layer_types))
+        options = self.options
+        items = sorted(options.items()) if isinstance(options, Mapping) else options
+        object.__setattr__(self, "options", tuple((str(k), v) for k, v in items))
+        if self.kind not in LINEAR_KINDS:
+            raise ValueError(
+                f"model.linear: unknown linear kind {self.kind!r}; registered kinds: "
+                f"{sorted(LINEAR_KINDS)}"
+            )
+        unknown = [t for t in self.layer_types if t not in LAYER_TYPES]
+        if unknown:
+            raise ValueError(
+                f"model.linear_layers: unknown layer type(s) {unknown}; expected a subset of "
+                f"{LAYER_TYPES}"
+            )
+        if self.kind == "dense" and self.options:
+            raise ValueError(
+                f"model.linear: kind 'dense' takes no options, got {dict(self.options)}"
+            )
+
+
+def linear(
+    layer_type: str,
+    in_features: int,
+    out_features: int,
+    axes: tuple[str | None, str | None],
+    *,
+    spec: LinearSpec,
+    use_bias: bool = True,
+    dtype: jnp.dtype,
+    rngs: nnx.Rngs,
+) -> nnx.Module:
+    """Builds one projection of ``layer_type`` (one of :data:`LAYER_TYPES`) as ``spec`` says.
+
+    A :class:`Dense` unless ``layer_type`` is in ``spec.layer_types`` and ``spec.kind`` is not
+    ``"dense"``; then ``LINEAR_KINDS[spec.kind](in_features, out_features, axes,
+    use_bias=use_bias, dtype=dtype, rngs=rngs, **dict(spec.options))``.
+
+    Shapes: the result maps ``[..., in_features] -> [..., out_features]``.
+
+    Example:
+      >>> layer = linear("mlp", 3, 2, (None, None), spec=LinearSpec(), dtype=jnp.float32,
+      ...                rngs=nnx.Rngs(0))
+      >>> type(layer).__name__, layer(jnp.ones((4, 3))).shape
+      ('Dense', (4, 2))
+    """
+    if layer_type not in LAYER_TYPES:
+        raise ValueError(f"unknown layer type {layer_type!r}; expected one of {LAYER_TYPES}")
+    if spec.kind == "dense" or layer_type not in spec.layer_types:
+        return Dense(in_features, out_features, axes, use_bias=use_bias, dtype=dtype, rngs=rngs)
+    if spec.kind not in LINEAR_KINDS:  # unregistered after the spec was built
+        raise ValueError(
+            f"model.linear: unknown linear kind {spec.kind!r}; registered kinds: "
+            f"{sorted(LINEAR_KINDS)}"
+        )
+    cls = LINEAR_KINDS[spec.kind]
+    return cls(
+        in_features,
+        out_features,
+        axes,
+        use_bias=use_bias,
+        dtype=dtype,
+        rngs=rngs,
+        **dict(spec.options),
+    )
+
+
+def _is_parameterized(module: Any) -> bool:
+    return (
+        isinstance(module, nnx.Module)
+        and type(module) is not Dense
+        and callable(getattr(module, "merged", None))
+    )
+
+
+def merge_linears(model: nnx.Module) -> nnx.Module:
+    """A copy of ``model`` with every parameterized projection replaced by its merged :class:`Dense`.
+
+    Each module with a ``merged()`` method (other than a plain :class:`Dense`) becomes a
+    :class:`Dense` holding ``merged()``'s kernel and bias at the same attribute path, so
+    Hugging Face key maps apply unchanged. Every submodule's ``config.linear`` (a
+    :class:`LinearSpec` field) is reset to the dense default, so the copy describes itself.
+    ``model`` is not modified (arrays are shared, not copied).
+
+    Example:
+      >>> class Twice(Dense):
+      ...     def __call__(self, x):
+      ...         return super().__call__(x) * 2
+      ...     def merged(self):
+      ...         return 2 * self.kernel[...], 2 * self.bias[...]
+      >>> outer = nnx.List([Twice(3, 2, (None, None), dtype=jnp.float32, rngs=nnx.Rngs(0))])
+      >>> plain = merge_linears(outer)
+      >>> type(plain[0]).__name__, type(outer[0]).__name__
+      ('Dense', 'Twice')
+      >>> x = jnp.ones((1, 3))
+      >>> bool(jnp.allclose(plain[0](x), outer[0](x)))
+      True
+    """
+    copy = nnx.clone(model)
+    if _is_parameterized(copy):
+        return _merged_dense(copy)
+    replacements: dict[int, Dense] = {}
+    for _, parent in list(nnx.iter_modules(copy)):
+        config = getattr(parent, "config", None)
+        if (
+            dataclasses.is_dataclass(config)
+            and not isinstance(config, type)
+            and isinstance(getattr(config, "linear", None), LinearSpec)
+        ):
+            parent.config = dataclasses.replace(config, linear=LinearSpec())
+        for key, child in list(nnx.iter_children(parent)):
+            if not _is_parameterized(child):
+                continue
+            if id(child) not in replacements:
+                replacements[id(child)] = _merged_dense(child)
+            if isinstance(parent, (nnx.List, nnx.Dict)):
+                parent[key] = replacements[id(child)]
+            else:
+                setattr(parent, key, replacements[id(child)])
+    return copy
+
+
+def _merged_dense(module: nnx.Module) -> Dense:
+    kernel, bias = module.merged()
+    axes = getattr(module, "axes", (None, None))
+    dtype = getattr(module, "dtype", jnp.float32)
+    return Dense.from_weights(kernel, bias, axes, dtype=dtype)

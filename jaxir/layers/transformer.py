@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxir.layers.attention import SelfAttention
-from jaxir.layers.linear import Dense, layer_norm
+from jaxir.layers.linear import LinearSpec, layer_norm, linear
 
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
@@ -26,13 +26,28 @@ def activation(name: str):
 
 
 class Mlp(nnx.Module):
-    """Position-wise feed-forward block ``down(act(up(x)))``: ``[..., H] -> [..., H]``."""
+    """Position-wise feed-forward block ``down(act(up(x)))``: ``[..., H] -> [..., H]``.
+
+    ``up`` and ``down`` are ``"mlp"`` projections of :func:`jaxir.layers.linear.linear`.
+    """
 
     def __init__(
-        self, hidden: int, intermediate: int, act: str, *, dtype: jnp.dtype, rngs: nnx.Rngs
+        self,
+        hidden: int,
+        intermediate: int,
+        act: str,
+        *,
+        dtype: jnp.dtype,
+        rngs: nnx.Rngs,
+        spec: LinearSpec | None = None,
     ):
-        self.up = Dense(hidden, intermediate, ("embed", "mlp"), dtype=dtype, rngs=rngs)
-        self.down = Dense(intermediate, hidden, ("mlp", "embed"), dtype=dtype, rngs=rngs)
+        spec = LinearSpec() if spec is None else spec
+        self.up = linear(
+            "mlp", hidden, intermediate, ("embed", "mlp"), spec=spec, dtype=dtype, rngs=rngs
+        )
+        self.down = linear(
+            "mlp", intermediate, hidden, ("mlp", "embed"), spec=spec, dtype=dtype, rngs=rngs
+        )
         self.act = activation(act)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -44,7 +59,8 @@ class TransformerLayer(nnx.Module):
 
     Dropout randomness is passed per call (``rngs``), not stored in the module, so the
     model state is exactly its parameters and a training step's randomness is a pure
-    function of the step key (resumable bit-for-bit).
+    function of the step key (resumable bit-for-bit). ``spec`` picks the parameterization
+    of the attention and MLP projections (:class:`~jaxir.layers.linear.LinearSpec`).
 
     Shapes: ``x_blh: [B, L, H]``, ``mask_bl: [B, L]`` -> ``[B, L, H]``.
 
@@ -65,11 +81,12 @@ class TransformerLayer(nnx.Module):
         *,
         dtype: jnp.dtype,
         rngs: nnx.Rngs,
+        spec: LinearSpec | None = None,
     ):
         self.dtype = dtype
-        self.attention = SelfAttention(hidden, num_heads, dtype=dtype, rngs=rngs)
+        self.attention = SelfAttention(hidden, num_heads, dtype=dtype, rngs=rngs, spec=spec)
         self.attention_norm = layer_norm(hidden, epsilon=layer_norm_eps, dtype=dtype, rngs=rngs)
-        self.mlp = Mlp(hidden, intermediate, act, dtype=dtype, rngs=rngs)
+        self.mlp = Mlp(hidden, intermediate, act, dtype=dtype, rngs=rngs, spec=spec)
         self.mlp_norm = layer_norm(hidden, epsilon=layer_norm_eps, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(dropout)
 

@@ -28,7 +28,7 @@ from flax import nnx
 
 from jaxir.layers.dot import dot_general
 from jaxir.layers.embeddings import TokenEmbeddings
-from jaxir.layers.linear import Dense, axes_metadata, layer_norm
+from jaxir.layers.linear import LinearSpec, axes_metadata, layer_norm, linear
 from jaxir.layers.transformer import TransformerLayer, activation
 
 FAMILIES = ("bert", "roberta", "xlm-roberta", "distilbert")
@@ -41,7 +41,9 @@ class EncoderConfig:
     ``position_offset`` is ``None`` for BERT/DistilBERT and ``pad_token_id + 1`` for
     RoBERTa/XLM-R; ``type_vocab_size=0`` means no segment embeddings.
     ``dtype`` is the compute dtype (``"float32"`` or ``"bfloat16"``); parameters are
-    always stored in float32.
+    always stored in float32. ``linear`` picks the parameterization of the projections
+    (attention, MLP, and with ``"head"`` the pooler and MLM-head transform); the default
+    is plain :class:`~jaxir.layers.linear.Dense` everywhere.
     """
 
     family: str = "bert"
@@ -61,6 +63,7 @@ class EncoderConfig:
     mlm_head: bool = True
     pooler: bool = False
     dtype: str = "float32"
+    linear: LinearSpec = dataclasses.field(default_factory=LinearSpec)
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -96,7 +99,9 @@ class MlmHead(nnx.Module):
 
     def __init__(self, config: EncoderConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
         h = config.hidden_size
-        self.transform = Dense(h, h, ("embed", None), dtype=dtype, rngs=rngs)
+        self.transform = linear(
+            "head", h, h, ("embed", None), spec=config.linear, dtype=dtype, rngs=rngs
+        )
         self.norm = layer_norm(h, epsilon=config.layer_norm_eps, dtype=dtype, rngs=rngs)
         self.bias = nnx.Param(
             jnp.zeros((config.vocab_size,), jnp.float32), **axes_metadata(("vocab",))
@@ -141,13 +146,16 @@ class Model(nnx.Module):
                     config.dropout,
                     dtype=dtype,
                     rngs=rngs,
+                    spec=config.linear,
                 )
                 for _ in range(config.num_layers)
             ]
         )
         h = config.hidden_size
         self.pooler = (
-            Dense(h, h, ("embed", None), dtype=dtype, rngs=rngs) if config.pooler else None
+            linear("head", h, h, ("embed", None), spec=config.linear, dtype=dtype, rngs=rngs)
+            if config.pooler
+            else None
         )
         self.mlm = MlmHead(config, dtype=dtype, rngs=rngs) if config.mlm_head else None
 

@@ -26,9 +26,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxir.layers.pooling import POOLINGS, pool
 from jaxir.models import hf
 from jaxir.models.bert import EncoderConfig, Model
+from jaxir.reps.dense import embed
+from jaxir.reps.pooling import POOLINGS
 
 SPEC_FILE = "dual_encoder.json"
 SPEC_FORMAT = "jaxir-dual-encoder/1"
@@ -53,11 +54,6 @@ class DualEncoderSpec:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}.")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
-
-
-def l2_normalize(x_bd: jax.Array, eps: float = 1e-6) -> jax.Array:
-    """Rows of ``x_bd`` scaled to unit L2 norm (zero rows stay zero)."""
-    return x_bd / jnp.maximum(jnp.linalg.norm(x_bd, axis=-1, keepdims=True), eps)
 
 
 class DualEncoder(nnx.Module):
@@ -88,8 +84,8 @@ class DualEncoder(nnx.Module):
         return jnp.exp(self.log_scale[...])
 
     def _embed(self, encoder: Model, ids, mask, rngs) -> jax.Array:
-        vectors = pool(encoder(ids, mask, rngs=rngs), mask, self.spec.pooling)
-        return l2_normalize(vectors) if self.spec.normalize else vectors
+        hidden = encoder(ids, mask, rngs=rngs)
+        return embed(hidden, mask, pooling=self.spec.pooling, normalize=self.spec.normalize)
 
     def encode_queries(self, ids_bl, mask_bl, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """Query vectors ``[B, D]`` float32 from token ids ``[B, L]``."""

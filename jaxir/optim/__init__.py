@@ -1,5 +1,25 @@
-"""Optimizers: optax transformations built from explicit arguments."""
+"""Optimizers: an optax transformation built from an :class:`OptimizerSpec` and parameter labels."""
 
-from jaxir.optim.adamw import adamw, decay_mask, warmup_linear_decay
+from jaxir.optim.build import (
+    DECAY_LABELS,
+    OPTIMIZERS,
+    OptimizerSpec,
+    build,
+    register_optimizer,
+)
+from jaxir.optim.labels import LABELS, label_items, mask_for, param_labels
+from jaxir.optim.schedules import SCHEDULES, make_schedule
 
-__all__ = ["adamw", "decay_mask", "warmup_linear_decay"]
+__all__ = [
+    "DECAY_LABELS",
+    "LABELS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "OptimizerSpec",
+    "build",
+    "label_items",
+    "make_schedule",
+    "mask_for",
+    "param_labels",
+    "register_optimizer",
+]

@@ -12,7 +12,9 @@ are not judged relevant. Dense hard negatives are more often *false* negatives
   as (or, within ``margin``, almost as relevant as) a known positive. ``margin=0``
   drops candidates at or above the weakest positive; larger margins drop more,
   negative ones fewer; ``None`` disables the filter. Positives absent from the
-  indexed corpus do not take part.
+  indexed corpus do not take part. This is the rule BM25 mining uses too, from one
+  place: :func:`jaxir.data.negatives.false_negative_ceiling` (which says why the
+  lowest positive, not the best).
 * ``teacher_scores`` + ``teacher_threshold``: drop a candidate that a teacher (e.g. a
   cross-encoder run ``{qid: {docid: score}}``) scores above the threshold (RocketQA's
   denoising). Candidates the teacher did not score are kept.
@@ -43,6 +45,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from jaxir.data.groups import groups_from_qrels, write_groups
+from jaxir.data.negatives import false_negative_ceiling
 from jaxir.data.records import Document, PathLike, Qrels, Query
 from jaxir.encode import TextEncoder
 from jaxir.index import ExactSearcher
@@ -111,8 +114,8 @@ def mine_model_negatives(
         :class:`~jaxir.encode.EmbeddingStore`'s ``ids`` and ``vectors``), or instead
       corpus, passage_encoder: ``{doc_id: Document | text}`` encoded here.
       rank_window: 0-based ``(start, end)`` ranks candidates come from, in rank order.
-      margin: drop candidates scoring ``>= lowest_positive_score - margin`` (module doc);
-        ``None`` disables it.
+      margin: drop candidates scoring ``>= lowest_positive_score - margin``
+        (:func:`~jaxir.data.negatives.false_negative_ceiling`); ``None`` disables it.
       teacher_scores: ``{query_id: {doc_id: score}}`` from a teacher; with
         ``teacher_threshold``, candidates scored ``> teacher_threshold`` are dropped.
       teacher_threshold: see ``teacher_scores`` (both or neither).
@@ -154,10 +157,8 @@ def mine_model_negatives(
     mined: dict[str, list[str]] = {}
     for r, qid in enumerate(qids):
         positives = {d for d, g in qrels[qid].items() if g >= min_relevance}
-        ceiling = np.inf
         rows = [row_of[d] for d in positives if d in row_of]
-        if margin is not None and rows:
-            ceiling = float((docs_nd[rows] @ q_qd[r]).min()) - margin
+        ceiling = false_negative_ceiling((docs_nd[rows] @ q_qd[r]).tolist(), margin)
         teacher = teacher_scores.get(qid, {}) if teacher_scores is not None else {}
         negatives: list[str] = []
         for i, score in zip(indices_qk[r, start:].tolist(), scores_qk[r, start:].tolist()):

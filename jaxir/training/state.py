@@ -1,7 +1,12 @@
 """Train state built abstractly, sharded from logical axes, then materialized in place.
 
 ``TrainState`` holds everything a step needs and everything a resumed run must restore:
-params, optimizer state, step and the base PRNG key (DESIGN principles 2 and 7).
+trainable params, frozen state, optimizer state, step and the base PRNG key (DESIGN
+principles 2 and 7). The model is split with ``nnx.split(model, nnx.Param, ...)``:
+``params`` are the ``nnx.Param`` variables (differentiated, with optimizer state);
+``frozen`` is everything else (:class:`~jaxir.layers.variables.Frozen` weights,
+:class:`~jaxir.layers.variables.Buffer` indices), checkpointed, never differentiated,
+and the optimizer never sees it.
 
 Example:
     >>> import optax
@@ -38,12 +43,41 @@ PRNG_IMPL = "unsafe_rbg"
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class TrainState:
-    """``params`` (NNX state), ``opt_state`` (optax), ``step`` (int32 []), ``key`` (uint32 raw key data of :data:`PRNG_IMPL`)."""
+    """``params`` (trainable NNX state), ``frozen`` (the rest of the model's state),
+    ``opt_state`` (optax, over ``params`` only), ``step`` (int32 []), ``key`` (uint32 raw
+    key data of :data:`PRNG_IMPL`)."""
 
     params: Any
+    frozen: Any
     opt_state: Any
     step: jax.Array
     key: jax.Array
+
+
+def abstract_params(make_model: Callable[[], nnx.Module]) -> nnx.State:
+    """The trainable parameters of ``make_model()`` as ``ShapeDtypeStruct`` leaves (no memory).
+
+    What :func:`jaxir.optim.build` reads labels from before the state exists.
+    """
+    return nnx.state(nnx.eval_shape(make_model), nnx.Param)
+
+
+def with_weights(
+    state: TrainState,
+    shardings: TrainState,
+    weights: nnx.State,
+    optimizer: optax.GradientTransformation,
+) -> TrainState:
+    """``state`` with the model's variables replaced by ``weights`` (``nnx.state(model)``'s structure).
+
+    The weights are placed on the devices ``shardings`` says and the optimizer state is
+    re-initialized for them; step and key are kept.
+    """
+    params, frozen = nnx.split_state(weights, nnx.Param, ...)
+    params = jax.device_put(params, shardings.params)
+    frozen = jax.device_put(frozen, shardings.frozen)
+    opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
+    return TrainState(params, frozen, opt_state, state.step, state.key)
 
 
 def create_state(
@@ -61,19 +95,21 @@ def create_state(
 
     Returns:
       ``(graphdef, state, shardings)``, ``shardings`` being a :class:`TrainState` of
-      ``NamedSharding`` for ``jax.jit`` in/out shardings.
+      ``NamedSharding`` for ``jax.jit`` in/out shardings. ``nnx.merge(graphdef,
+      state.params, state.frozen)`` is the model.
     """
 
     def init() -> TrainState:
-        _, params = nnx.split(make_model())
+        _, params, frozen = nnx.split(make_model(), nnx.Param, ...)
         return TrainState(
             params=params,
+            frozen=frozen,
             opt_state=optimizer.init(params),
             step=jnp.zeros((), jnp.int32),
             key=jax.random.key_data(jax.random.key(seed, impl=PRNG_IMPL)),
         )
 
-    graphdef, _ = nnx.split(nnx.eval_shape(make_model))
+    graphdef, _, _ = nnx.split(nnx.eval_shape(make_model), nnx.Param, ...)
     abstract = jax.eval_shape(init)
     shardings = sharding.param_shardings(abstract, mesh)
     state = jax.jit(init, out_shardings=shardings)()

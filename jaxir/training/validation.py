@@ -1,7 +1,8 @@
 """In-training validation on device: encode a dev split, exact top-k, nDCG@10 / Recall@100.
 
-Everything after tokenization stays on device: fixed-shape encode batches (one compiled
-program per tower), ``q @ p.T``, each document's best passage (MaxP, when documents are
+Everything after tokenization stays on device: fixed-shape encode batches through the
+same jitted forward as corpus encoding and serving (:data:`jaxir.reps.dense.FORWARD`, one
+compiled program per tower and length), ``q @ p.T``, each document's best passage (MaxP, when documents are
 split into several passages), ``lax.top_k``, and the metrics of :mod:`jaxir.eval.metrics`
 on the retrieved labels. Only the means come back to the host.
 """
@@ -16,9 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm.auto import tqdm
 
 from jaxir.data.pipeline import tokenize_fixed
 from jaxir.eval import metrics as M
+from jaxir.reps.dense import FORWARD
 
 _BATCH = 64
 
@@ -102,17 +105,24 @@ def _pad_rows(x: np.ndarray, multiple: int) -> np.ndarray:
     return np.concatenate([x, np.zeros((extra, *x.shape[1:]), x.dtype)]) if extra else x
 
 
-@nnx.jit(static_argnames="queries")
-def _encode(model, ids, mask, queries: bool):
-    return model.encode_queries(ids, mask) if queries else model.encode_passages(ids, mask)
-
-
-def _encode_all(model, ids: np.ndarray, mask: np.ndarray, *, queries: bool) -> jax.Array:
+def _encode_all(tower, spec, ids: np.ndarray, mask: np.ndarray, bar: tqdm) -> jax.Array:
+    """Vectors ``[N', D]`` (``N'`` = ``N`` rounded up to the batch) of one tower."""
+    graphdef, state = nnx.split(tower)
+    forward = FORWARD[tower.config.dtype]
     ids, mask = _pad_rows(ids, _BATCH), _pad_rows(mask, _BATCH)
-    parts = [
-        _encode(model, ids[i : i + _BATCH], mask[i : i + _BATCH], queries=queries)
-        for i in range(0, len(ids), _BATCH)
-    ]
+    parts = []
+    for i in range(0, len(ids), _BATCH):
+        parts.append(
+            forward(
+                graphdef,
+                state,
+                ids[i : i + _BATCH],
+                mask[i : i + _BATCH],
+                pooling=spec.pooling,
+                normalize=spec.normalize,
+            )
+        )
+        bar.update(min(_BATCH, bar.total - bar.n))
     return jnp.concatenate(parts)
 
 
@@ -131,10 +141,18 @@ def _metrics(q_qd, p_nd, passage_doc, labels_qd, num_relevant_q, ideal_labels_qr
     return {"nDCG@10": (ndcg * valid).sum() / count, "R@100": (recall * valid).sum() / count}
 
 
-def validate(model: nnx.Module, data: ValidationSet) -> dict[str, float]:
-    """nDCG@10 and R@100 of ``model`` (a :class:`~jaxir.models.dual_encoder.DualEncoder`) on ``data``."""
-    q = _encode_all(model, data.query_ids, data.query_mask, queries=True)[: len(data.query_ids)]
-    p = _encode_all(model, data.passage_ids, data.passage_mask, queries=False)
+def validate(model: nnx.Module, data: ValidationSet, *, progress: bool = False) -> dict[str, float]:
+    """nDCG@10 and R@100 of ``model`` (a :class:`~jaxir.models.dual_encoder.DualEncoder`) on ``data``.
+
+    ``progress`` shows a bar over the dev texts (the final validation of a long run
+    encodes a whole corpus).
+    """
+    passage_tower = model.query_encoder if model.passage_encoder is None else model.passage_encoder
+    total = len(data.query_ids) + len(data.passage_ids)
+    with tqdm(total=total, desc="validate", unit="text", disable=not progress) as bar:
+        q = _encode_all(model.query_encoder, model.spec, data.query_ids, data.query_mask, bar)
+        p = _encode_all(passage_tower, model.spec, data.passage_ids, data.passage_mask, bar)
+    q = q[: len(data.query_ids)]
     num_docs = data.labels_qd.shape[1]
     doc = np.full(len(p), num_docs, np.int32)
     doc[: len(data.passage_doc)] = data.passage_doc

@@ -10,6 +10,7 @@ from jaxir.data import (
     make_collection,
     mine_bm25_negatives,
 )
+from jaxir.data.negatives import false_negative_ceiling
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +67,48 @@ def test_margin_drops_near_positive_scores(beir, index):
     dropped = 0
     for qid, negatives in mined.items():
         scores = index.scores(beir.queries[qid].text)
-        best_positive = max(scores[position[d]] for d in beir.qrels[qid])
-        assert all(scores[position[d]] < best_positive - margin for d in negatives)
+        lowest_positive = min(scores[position[d]] for d in beir.qrels[qid])
+        assert all(scores[position[d]] < lowest_positive - margin for d in negatives)
         dropped += len(set(plain[qid]) - set(negatives))
     assert dropped > 0
+
+
+# BM25 scores for "cats purr loudly": strong 1.33 > mid 0.55 > weak 0.15 > low 0.08 > none 0.
+MULTI_POSITIVE = {
+    "strong": "cats purr loudly, cats purr loudly",
+    "mid": "cats purr at night",
+    "weak": "cats sleep",
+    "low": "the dogs and birds and cats and fish live in the big old house by the river",
+    "none": "stock markets fell",
+}
+
+
+def test_margin_is_measured_from_the_lowest_positive():
+    """The one rule shared with model mining: ``mid`` scores between the two positives, so
+    it is dropped (it would be kept if the margin were measured from the best positive)."""
+    queries, qrels = {"q": "cats purr loudly"}, {"q": {"strong": 1, "weak": 1}}
+    index = bm25_index(MULTI_POSITIVE)
+    scores = dict(zip(index.doc_ids, index.scores("cats purr loudly").tolist()))
+    assert scores["strong"] > scores["mid"] > scores["weak"] > scores["low"] > 0
+    mine = dict(queries=queries, corpus=MULTI_POSITIVE, qrels=qrels, num_negatives=5, index=index)
+    assert mine_bm25_negatives(**mine) == {"q": ["mid", "low"]}
+    assert mine_bm25_negatives(**mine, margin=0.0) == {"q": ["low"]}
+    # A margin just above the gap to "low" drops it too; a negative one lets "mid" back in.
+    gap = scores["weak"] - scores["low"]
+    assert mine_bm25_negatives(**mine, margin=gap + 1e-3) == {"q": []}
+    lenient = scores["weak"] - scores["mid"] - 1e-3
+    assert mine_bm25_negatives(**mine, margin=lenient) == {"q": ["mid", "low"]}
+    # A positive outside the corpus takes no part; with no scored positive nothing is dropped.
+    assert mine_bm25_negatives(**{**mine, "qrels": {"q": {"weak": 1, "gone": 1}}}, margin=0.0) == {
+        "q": ["low"]
+    }
+
+
+def test_false_negative_ceiling():
+    assert false_negative_ceiling([3.0, 1.0, 2.0], margin=0.25) == 0.75
+    assert false_negative_ceiling(np.array([3.0, 1.0]), margin=-1.0) == 2.0
+    assert false_negative_ceiling([], margin=0.0) == np.inf
+    assert false_negative_ceiling([3.0], margin=None) == np.inf
 
 
 def test_search_arrays_shapes(index):

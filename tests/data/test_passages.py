@@ -1,10 +1,19 @@
 """split_passages: windows that fit the encoder, cover every token, keep the title."""
 
+import logging
+import pickle
+
 import numpy as np
 import pytest
 
 from jaxir.data.negatives import bm25_index
-from jaxir.data.passages import best_passages, split_passages, word_windows
+from jaxir.data.passages import (
+    DuplicateIdError,
+    Passage,
+    best_passages,
+    split_passages,
+    word_windows,
+)
 from jaxir.data.records import Document, Query
 from tests.search.tiny import bert_tokenizer
 
@@ -104,3 +113,39 @@ def test_best_passages_errors_name_the_unknown_id(tokenizer):
         best_passages({"q": "cats"}, corpus, {"q": ["zz"]}, tokenizer, max_length=16)
     with pytest.raises(KeyError, match="'q'"):
         best_passages({}, corpus, {"q": ["d"]}, tokenizer, max_length=16)
+
+
+def test_splitting_a_long_document_prints_no_length_warning(tmp_path, capfd):
+    # A fresh tokenizer: transformers warns once per tokenizer instance.
+    tokenizer = bert_tokenizer(tmp_path / "vocab")
+    tokenizer.model_max_length = 64
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        doc = Document("d1", BODY, "A long " * 40)  # body and title beyond 64 tokens
+        rows = list(split_passages([doc], tokenizer, max_length=64, prefix="passage: "))
+        assert len(rows) > 3
+        assert [r.getMessage() for r in records] == []
+        assert capfd.readouterr().err == ""
+        # The check can see the warning: tokenizing the document directly does print it.
+        tokenizer(BODY)
+        assert any("Token indices sequence length" in r.getMessage() for r in records)
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_rows_are_passages_and_documents_must_have_unique_ids(tokenizer):
+    rows = list(split_passages([Document("a", BODY), ("b", "cats")], tokenizer, max_length=32))
+    assert all(isinstance(r, Passage) for r in rows) and rows[-1] == ("b", "cats")
+    assert {r.doc_id for r in rows[:-1]} == {"a"}
+    for docs, where in (
+        ([("a", "x"), ("a", "y")], "#0 and #1"),
+        ([("a", "x"), ("b", "y"), ("a", "z")], "#0 and #2"),
+    ):
+        with pytest.raises(DuplicateIdError, match=f"documents {where} have the same id 'a'") as e:
+            list(split_passages(docs, tokenizer, max_length=32, batch_size=2))
+        assert (e.value.doc_id, e.value.second) == ("a", int(where[-1]))
+    assert pickle.loads(pickle.dumps(e.value)).args == e.value.args

@@ -20,11 +20,13 @@ from jaxir.data import (
     tokenize_texts_sorted,
     tokenizer_contract,
 )
+from tests.fixtures import VOCAB_DIR, VOCAB_SIZE
 
 
 @pytest.fixture(scope="module")
-def vocab_dir(shared_data):
-    return shared_data("vocab/bert-base-uncased/vocab.txt").parent
+def vocab_dir():
+    """The committed test vocabulary (a bert-base-uncased subset; tests/fixtures)."""
+    return VOCAB_DIR
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,7 @@ def test_bucket_length():
 
 def test_load_vocab_only_directory(tok):
     assert isinstance(tok, transformers.PreTrainedTokenizerFast)
-    assert len(tok) == 30522
+    assert len(tok) == VOCAB_SIZE
     assert tok.tokenize("Hello World") == ["hello", "world"]
 
 
@@ -141,10 +143,12 @@ def test_tokenize_texts_sorted_restores_order(tok):
 def test_contract_round_trip_and_check(tok, tmp_path):
     tok.save_pretrained(tmp_path)
     contract = tokenizer_contract(tok, max_length=256, query_prefix="query: ")
-    assert contract.lowercase and contract.vocab_size == 30522 and contract.pad_token == "[PAD]"
+    assert (
+        contract.lowercase and contract.vocab_size == VOCAB_SIZE and contract.pad_token == "[PAD]"
+    )
     save_tokenizer_contract(tmp_path, **dataclasses.asdict(contract))
     assert load_tokenizer_contract(tmp_path) == contract
-    assert len(load_tokenizer(tmp_path)) == 30522
+    assert len(load_tokenizer(tmp_path)) == VOCAB_SIZE
 
     save_tokenizer_contract(
         tmp_path, **{**dataclasses.asdict(contract), "lowercase": False, "pad_token": "<pad>"}
@@ -153,7 +157,7 @@ def test_contract_round_trip_and_check(tok, tmp_path):
         load_tokenizer(tmp_path)
     assert "pad_token: contract '<pad>', tokenizer '[PAD]'" in str(info.value)
     assert "lowercase: contract False" in str(info.value)
-    assert len(load_tokenizer(tmp_path, check_contract=False)) == 30522
+    assert len(load_tokenizer(tmp_path, check_contract=False)) == VOCAB_SIZE
 
 
 def test_contract_fills_missing_special_tokens(tok, tmp_path):

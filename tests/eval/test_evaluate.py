@@ -103,7 +103,7 @@ def test_file_inputs(tmp_path):
 def test_perfect_run_on_scifact_qrels():
     qrels_path = SHARED / "scifact" / "qrels" / "test.tsv"
     if not qrels_path.exists():
-        pytest.skip(f"{qrels_path} not found (set JAXIR_SHARED_DATA)")
+        pytest.skip(f"needs shared data: {qrels_path} not found (set JAXIR_SHARED_DATA)")
     records = pytest.importorskip("jaxir.data.records")
     qrels = records.load_qrels(qrels_path)
     run = {q: {d: float(g) for d, g in docs.items()} for q, docs in qrels.items()}

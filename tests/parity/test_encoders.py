@@ -5,8 +5,8 @@ import numpy as np
 import torch
 import transformers
 
-from jaxir.layers.pooling import pool
 from jaxir.models import hf
+from jaxir.reps.pooling import pool
 
 from .conftest import VOCAB, hf_config, perturbed
 

@@ -1,9 +1,5 @@
 """``jaxir.encode.load_encoder(...).encode`` equals transformers PyTorch tokenizer + model + pooling."""
 
-import os
-import pathlib
-import shutil
-
 import numpy as np
 import pytest
 
@@ -11,13 +7,11 @@ torch = pytest.importorskip("torch", reason="parity tests need PyTorch (pip inst
 transformers = pytest.importorskip("transformers")
 
 from jaxir.encode import load_encoder  # noqa: E402
+from tests.fixtures import VOCAB_SIZE, vocab_tokenizer  # noqa: E402
 
 from .conftest import perturbed  # noqa: E402
 
 ATOL = 1e-4
-REPO = pathlib.Path(__file__).resolve().parents[2]
-DATA = pathlib.Path(os.environ.get("JAXIR_SHARED_DATA", REPO.parent / "shared" / "data"))
-VOCAB_FILE = DATA / "vocab" / "bert-base-uncased" / "vocab.txt"
 
 LONG = " ".join(f"retrieval{i} of dense passages about protein folding" for i in range(60))
 TEXTS = [
@@ -31,27 +25,26 @@ TEXTS = [
 ]
 
 
-def save_bert_tokenizer(path: pathlib.Path):
-    """The real bert-base-uncased WordPiece tokenizer, saved next to a model in ``path``."""
-    if not VOCAB_FILE.is_file():
-        pytest.skip(f"{VOCAB_FILE} not found (set JAXIR_SHARED_DATA)")
-    shutil.copy(VOCAB_FILE, path / "vocab.txt")
-    # from_pretrained(dir), never BertTokenizerFast(vocab_file=...): in transformers 5 the
-    # keyword form silently builds a 5-token vocabulary.
-    tokenizer = transformers.BertTokenizerFast.from_pretrained(path)
+def save_bert_tokenizer(path):
+    """A BERT WordPiece tokenizer (the test vocabulary, tests/fixtures), saved in ``path``.
+
+    ``vocab_tokenizer`` loads it with from_pretrained(dir), never
+    BertTokenizerFast(vocab_file=...), which in transformers 5 silently builds a 5-token
+    vocabulary, and checks its size.
+    """
+    tokenizer = vocab_tokenizer(path)
     tokenizer.save_pretrained(path)
-    assert len(tokenizer) == 30522
     return tokenizer
 
 
 @pytest.fixture(scope="module", params=["bert", "bert-mlm"])
 def saved(request, tmp_path_factory):
-    """(directory, torch BertModel, tokenizer): tiny random BERT with the real vocabulary.
+    """(directory, torch BertModel, tokenizer): tiny random BERT with the test vocabulary.
 
     ``bert-mlm`` saves a ``BertForMaskedLM`` checkpoint: load_encoder must ignore its head.
     """
     config = transformers.BertConfig(
-        vocab_size=30522,
+        vocab_size=VOCAB_SIZE,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=4,

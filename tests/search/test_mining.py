@@ -75,6 +75,40 @@ def test_rank_window_margin_and_teacher_filters(setup):
     assert all(denoised[q] == plain[q] for q in others)
 
 
+class VectorTexts:
+    """A stand-in query encoder: a text ``"x,y"`` is the vector ``[x, y]``."""
+
+    def encode(self, texts, batch_size=64):
+        return np.array([[float(v) for v in t.split(",")] for t in texts], np.float32)
+
+
+def test_margin_is_measured_from_the_lowest_positive():
+    """The one rule shared with BM25 mining: ``mid`` scores between the two positives, so it
+    is dropped (it would be kept if the margin were measured from the best positive)."""
+    doc_ids = ["strong", "mid", "weak", "low", "far"]
+    doc_vectors = np.array([[1.0, 0], [0.75, 0], [0.5, 0], [0.25, 0], [-1.0, 0]], np.float32)
+
+    def mine(qrels=None, **kw):
+        qrels = qrels or {"q": {"strong": 1, "weak": 1}}
+        return mine_model_negatives(
+            VectorTexts(),
+            {"q": "1,0"},
+            qrels,
+            doc_ids=doc_ids,
+            doc_vectors=doc_vectors,
+            num_negatives=5,
+            **kw,
+        )["q"]
+
+    assert mine() == ["mid", "low", "far"]
+    assert mine(margin=0.0) == ["low", "far"]  # best-positive rule: ["mid", "low", "far"]
+    assert mine(margin=0.375) == ["far"]  # ceiling 0.125 drops low (0.25) too
+    assert mine(margin=-0.375) == ["mid", "low", "far"]  # ceiling 0.875 lets mid back in
+    # A positive outside the corpus takes no part; with none scored nothing is dropped.
+    assert mine({"q": {"strong": 1, "weak": 1, "absent": 1}}, margin=0.0) == ["low", "far"]
+    assert mine({"q": {"absent": 1}}, margin=0.0) == doc_ids
+
+
 def test_write_mined_groups_round_trip(setup, tmp_path):
     beir, query_enc, _, doc_ids, d_nd, _ = setup
     mined = mine_model_negatives(

@@ -104,7 +104,7 @@ def test_no_validation_queries_trains_on_every_query(tmp_path):
 
 def test_best_passage_groups_hold_windows_that_fit(tmp_path):
     settings = ["data.validation_queries=0", "data.max_passage_length=16"]
-    with pytest.raises(ValueError, match="data.train_passages must be 'first' or 'best'"):
+    with pytest.raises(ValueError, match=r"data.train_passages must be one of \('first', 'best'\)"):
         train(override(load_config(CONFIG, "1"), [*settings, "data.train_passages=last"]), tmp_path)
     config = override(load_config(CONFIG, "1"), [*settings, "data.train_passages=best"])
     result = train(config, tmp_path / "best", progress=False)

@@ -5,8 +5,9 @@ import pytest
 from jaxir import config as config_lib
 from jaxir.data.synthetic import make_collection
 from jaxir.eval import evaluate
+from jaxir.families.dense import DenseFamily
 from jaxir.search import dense_search_run, tower_encoders
-from jaxir.training.loop import _validation_set
+from jaxir.training.loop import _dev_set
 from jaxir.training.validation import ValidationSet, validate
 from tests.search.tiny import SPEC, bert_tokenizer, tiny_dual_encoder
 
@@ -61,7 +62,7 @@ def test_maxp_differs_from_firstp(tokenizer, beir):
 def test_training_loop_dev_set_measures_what_maxp_search_does(tokenizer, beir):
     """``jaxir.train``'s dev set with ``index.split_documents``: passages as the index cuts them."""
     config = config_lib.override(
-        config_lib.DenseRunConfig(),
+        config_lib.RunConfig(),
         [
             f"data.max_query_length={SPEC.query_max_length}",
             f"data.max_passage_length={SPEC.passage_max_length}",
@@ -69,7 +70,8 @@ def test_training_loop_dev_set_measures_what_maxp_search_does(tokenizer, beir):
             "index.split_documents=true",
         ],
     )
-    dev = _validation_set(config, beir.corpus, beir.queries, beir.qrels, tokenizer, seed=0)
+    family = DenseFamily.from_config(config)
+    dev = _dev_set(family, config, beir.corpus, beir.queries, beir.qrels, tokenizer)
     assert len(dev.passage_doc) > len(beir.corpus), "no document was split"
     model = tiny_dual_encoder()
     run = dense_search_run(model, tokenizer, beir.corpus, beir.queries, k=100, split_documents=True)

@@ -1,4 +1,8 @@
-"""Sequence pooling: ``[B, L, H]`` hidden states -> ``[B, H]`` vectors."""
+"""Sequence pooling: ``[B, L, H]`` hidden states -> ``[B, H]`` vectors (parameter-free).
+
+Used by every dense path (training, :class:`jaxir.encode.TextEncoder`, validation,
+export) through :func:`jaxir.reps.dense.embed`.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,284 @@
+"""The dense dual-encoder family (DPR / Contriever / TAS-B style) as the training loop runs it.
+
+:class:`DenseObjective` is the loss: the in-batch softmax over the global batch (each
+query against every passage of every group, duplicate positives masked), plus a weighted
+distillation term fitting the batch's ``teacher_scores`` over each query's own group (KL
+or Margin-MSE, :mod:`jaxir.losses.distill`) when ``distill`` is set. It factors through
+the representations (``represent`` -> ``loss_from_reps``), so GradCache applies.
+
+:class:`DenseFamily` adds what the loop needs around it: the model (a preset or a
+Hugging Face directory for each tower), batches from training groups
+(:class:`jaxir.data.pipeline.TrainingData`), the dev set and its on-device validation
+(:mod:`jaxir.training.validation`) and the saved model (:func:`save_dual_encoder`).
+
+Example:
+    >>> import jax, numpy as np
+    >>> from flax import nnx
+    >>> from jaxir.models.bert import PRESETS
+    >>> from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec
+    >>> model = DualEncoder.create(PRESETS["tiny"], DualEncoderSpec(), rngs=nnx.Rngs(0))
+    >>> ids = np.full((2, 4), 5, np.int32)
+    >>> batch = {"query_ids": ids, "query_mask": ids > 0,
+    ...          "passage_ids": ids[:, None], "passage_mask": ids[:, None] > 0,
+    ...          "passage_key": np.array([[0], [1]]), "query_key": np.array([0, 1])}
+    >>> loss, aux = DenseObjective().loss(model, batch, nnx.Rngs(dropout=0))
+    >>> sorted(aux)
+    ['accuracy', 'contrastive']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxir.data.pipeline import TrainingData
+from jaxir.data.tokenizer import save_tokenizer_contract, tokenizer_contract
+from jaxir.losses.contrastive import in_batch_softmax
+from jaxir.losses.distill import kl_distill, margin_mse
+from jaxir.models import hf
+from jaxir.models.bert import PRESETS, EncoderConfig
+from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, save_dual_encoder
+from jaxir.training.family import Aux, Batch
+from jaxir.training.validation import ValidationSet, validate
+
+DISTILL = ("none", "kl", "margin_mse")
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseObjective:
+    """``in_batch_softmax + distill_weight * distillation`` of a :class:`DualEncoder`.
+
+    Attributes:
+      symmetric: add the passage-to-query direction to the in-batch softmax.
+      distill: ``"none"``, ``"kl"`` (KL from the teacher's softmax over each query's
+        group, at ``distill_temperature``) or ``"margin_mse"`` (positive minus each
+        negative, teacher vs student). The student's scores are the model's logits
+        (similarity times its scale, the same logits the softmax sees); the batch must
+        hold ``teacher_scores`` ``[B, G]`` (NaN marks passages without one).
+      distill_weight: weight of the distillation term.
+      distill_temperature: divides student and teacher scores in the KL.
+
+    Aux metrics: ``contrastive`` (the in-batch softmax term), ``accuracy`` (share of
+    queries whose own positive scores highest in the global batch) and, when
+    distilling, ``distill`` (the unweighted term).
+    """
+
+    symmetric: bool = False
+    distill: str = "none"
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.distill not in DISTILL:
+            raise ValueError(
+                f"train.distill must be 'none', 'kl' or 'margin_mse', got {self.distill!r}."
+            )
+
+    def represent(self, model: DualEncoder, batch: Batch, rngs: nnx.Rngs) -> tuple:
+        """``(q_bd, p_bgd)``: query vectors and each query's group of passage vectors."""
+        ids = batch["passage_ids"]
+        b, g, length = ids.shape
+        q_bd = model.encode_queries(batch["query_ids"], batch["query_mask"], rngs=rngs)
+        p_nd = model.encode_passages(
+            ids.reshape(-1, length), batch["passage_mask"].reshape(-1, length), rngs=rngs
+        )
+        return q_bd, p_nd.reshape(b, g, -1)
+
+    def loss_from_reps(
+        self, model: DualEncoder, reps: tuple, batch: Batch
+    ) -> tuple[jax.Array, Aux]:
+        """The objective of the whole batch from :meth:`represent`'s vectors."""
+        q_bd, p_bgd = reps
+        b, g, d = p_bgd.shape
+        scale = model.scale()
+        p_nd = p_bgd.reshape(b * g, d)
+        contrastive = in_batch_softmax(
+            q_bd * scale,
+            p_nd,
+            temperature=1.0,
+            group_size=g,
+            positive_ids=batch["passage_key"].reshape(-1),
+            query_ids=batch["query_key"],
+            symmetric=self.symmetric,
+        )
+        scores_bn = jnp.einsum("bd,nd->bn", q_bd, p_nd, preferred_element_type=jnp.float32)
+        accuracy = (scores_bn.argmax(-1) == jnp.arange(b) * g).mean()
+        aux = {"contrastive": contrastive, "accuracy": accuracy}
+        if self.distill == "none":
+            return contrastive, aux
+        if "teacher_scores" not in batch:
+            raise ValueError(
+                f"train.distill={self.distill!r} needs teacher scores in the batch; build the "
+                "training data with TrainingData.build(..., teacher_scores=True)."
+            )
+        student_bg = jnp.einsum(
+            "bd,bgd->bg", q_bd * scale, p_bgd, preferred_element_type=jnp.float32
+        )
+        term = self._distillation(student_bg, batch["teacher_scores"])
+        return contrastive + self.distill_weight * term, aux | {"distill": term}
+
+    def _distillation(self, student_bg: jax.Array, teacher_bg: jax.Array) -> jax.Array:
+        known_bg = jnp.isfinite(teacher_bg)
+        teacher_bg = jnp.where(known_bg, teacher_bg, 0.0)
+        if self.distill == "kl":
+            return kl_distill(
+                student_bg, teacher_bg, temperature=self.distill_temperature, where=known_bg
+            )
+        return margin_mse(
+            student_bg[:, 0],
+            student_bg[:, 1:],
+            teacher_bg[:, 0],
+            teacher_bg[:, 1:],
+            where=known_bg[:, 1:] & known_bg[:, :1],
+        )
+
+    def loss(self, model: DualEncoder, batch: Batch, rngs: nnx.Rngs) -> tuple[jax.Array, Aux]:
+        """``loss_from_reps(model, represent(model, batch, rngs), batch)``."""
+        return self.loss_from_reps(model, self.represent(model, batch, rngs), batch)
+
+
+def is_hf_dir(path: str) -> bool:
+    """True when ``path`` is a directory with a ``config.json`` (a Hugging Face model)."""
+    return (pathlib.Path(path) / "config.json").is_file()
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseFamily(DenseObjective):
+    """The dense dual encoder as a :class:`~jaxir.training.family.Family`.
+
+    Attributes (besides :class:`DenseObjective`'s):
+      spec: the dual encoder's serving contract (pooling, prefixes, max lengths, ...).
+      init: a preset name (:data:`jaxir.models.bert.PRESETS`, random weights) or a
+        Hugging Face encoder directory whose weights both towers start from (its pooler
+        and MLM head, unused by a dual encoder, are dropped with a note).
+      dtype: compute dtype, ``"float32"`` or ``"bfloat16"``.
+      linear: the projections' parameterization (:class:`jaxir.layers.linear.LinearSpec`).
+    """
+
+    spec: DualEncoderSpec = dataclasses.field(default_factory=DualEncoderSpec)
+    init: str = "small"
+    dtype: str = "float32"
+    linear: Any = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> DenseFamily:
+        """The family a run config describes (``model.*``, ``data.*`` lengths, ``train.*`` loss)."""
+        mc, dc, tc = config.model, config.data, config.train
+        spec = DualEncoderSpec(
+            pooling=mc.pooling,
+            normalize=mc.normalize,
+            temperature=mc.temperature,
+            learn_temperature=mc.learn_temperature,
+            tied=mc.tied,
+            query_prefix=mc.query_prefix,
+            passage_prefix=mc.passage_prefix,
+            query_max_length=dc.max_query_length,
+            passage_max_length=dc.max_passage_length,
+        )
+        return cls(
+            symmetric=tc.symmetric,
+            distill=tc.distill,
+            distill_weight=tc.distill_weight,
+            distill_temperature=tc.distill_temperature,
+            spec=spec,
+            init=mc.init,
+            dtype=mc.dtype,
+            linear=mc.linear_spec(),
+        )
+
+    def encoder_config(self, vocab_size: int) -> EncoderConfig:
+        """The towers' architecture: ``init``'s (HF directory) or the preset's with ``vocab_size``."""
+        if is_hf_dir(self.init):
+            config = hf.encoder_config(self.init)
+        elif self.init in PRESETS:
+            config = PRESETS[self.init].replace(vocab_size=vocab_size)
+        else:
+            raise ValueError(
+                f"model.init={self.init!r} is neither a Hugging Face model directory (with "
+                f"config.json) nor a preset ({', '.join(PRESETS)})."
+            )
+        config = config.replace(mlm_head=False, pooler=False, dtype=self.dtype)
+        return config if self.linear is None else config.replace(linear=self.linear)
+
+    def init_model(self, *, vocab_size: int, rngs: nnx.Rngs) -> DualEncoder:
+        """A randomly initialised :class:`DualEncoder` (no MLM head, no pooler)."""
+        return DualEncoder.create(self.encoder_config(vocab_size), self.spec, rngs=rngs)
+
+    def pretrained(self, model: DualEncoder) -> tuple[nnx.State, str] | None:
+        """Both towers from ``init`` when it is a Hugging Face directory, else ``None``."""
+        if not is_hf_dir(self.init):
+            return None
+        dropped = hf.unused_heads(self.init, mlm_head=False, pooler=False)
+        if dropped:
+            print(f"{self.init}: not used by a dual encoder, dropped: {', '.join(dropped)}.")
+        state = nnx.state(model)
+        config = model.query_encoder.config
+        for name in ("query_encoder", "passage_encoder"):
+            if getattr(model, name) is not None:
+                tower = hf.load_pretrained(
+                    self.init, dtype=self.dtype, mlm_head=False, pooler=False
+                )
+                if config.linear != tower.config.linear:
+                    raise ValueError(
+                        f"model.linear={config.linear.kind!r} cannot start from the dense "
+                        f"weights of {self.init} yet; train with model.linear=dense."
+                    )
+                state[name] = nnx.state(tower)
+        return state, self.init
+
+    def training_data(self, groups: Sequence[Any], tokenizer: Any) -> TrainingData:
+        """Tokenized queries and passages of ``groups`` (teacher scores when distilling)."""
+        return TrainingData.build(
+            groups,
+            tokenizer,
+            max_query_length=self.spec.query_max_length,
+            max_passage_length=self.spec.passage_max_length,
+            query_prefix=self.spec.query_prefix,
+            passage_prefix=self.spec.passage_prefix,
+            teacher_scores=self.distill != "none",
+        )
+
+    def validation_set(
+        self,
+        queries: Mapping[str, str],
+        rows: Sequence[tuple[str, str]],
+        qrels: Mapping[str, Mapping[str, int]],
+        tokenizer: Any,
+    ) -> ValidationSet:
+        """The dev set, tokenized as the towers read it."""
+        return ValidationSet.build(
+            queries,
+            rows,
+            qrels,
+            tokenizer,
+            max_query_length=self.spec.query_max_length,
+            max_passage_length=self.spec.passage_max_length,
+            query_prefix=self.spec.query_prefix,
+            passage_prefix=self.spec.passage_prefix,
+        )
+
+    def validate(
+        self, model: DualEncoder, dev: ValidationSet, *, progress: bool = False
+    ) -> dict[str, float]:
+        """nDCG@10 and R@100 of exact search over the dev set, on device."""
+        return validate(model, dev, progress=progress)
+
+    def save(self, model: DualEncoder, directory: pathlib.Path, tokenizer: Any) -> None:
+        """The towers as Hugging Face directories + the serving contract, with the tokenizer."""
+        save_dual_encoder(model, directory, tokenizer=tokenizer)
+        lengths = {"query": self.spec.query_max_length, "passage": self.spec.passage_max_length}
+        for tower, max_length in lengths.items():
+            if (directory / tower).exists():
+                contract = tokenizer_contract(
+                    tokenizer,
+                    max_length=max_length,
+                    query_prefix=self.spec.query_prefix,
+                    document_prefix=self.spec.passage_prefix,
+                )
+                save_tokenizer_contract(directory / tower, **dataclasses.asdict(contract))

@@ -281,6 +281,7 @@ def run_worker(
     """
     batch = make_batch(group, seed)
     if framework == "jaxir":
+        host_memory.keep_freed_memory()  # what the jaxir CLI does; JAXIR_SYSTEM_MALLOC=1 opts out
         trainer = JaxirTrainer(path, batch, seed, dtype)
     else:
         trainer = SentenceTransformersTrainer(path, batch, dtype)
@@ -302,7 +303,7 @@ def run_worker(
     }
 
 
-#: (row label, worker, environment): jaxir as imported (its glibc settings on), the peer
+#: (row label, worker, environment): jaxir as its CLI runs (its glibc settings on), the peer
 #: as its users run it, and the peer given jaxir's glibc settings through GLIBC_TUNABLES.
 RUNS = (
     ("jaxir", "jaxir", {}),

@@ -17,7 +17,7 @@ A bundle is what ``jaxir export`` writes and ``jaxir search BUNDLE "query"`` rea
      "created": "2025-01-01T12:00:00+00:00",
      "encoder": {"pooling": "mean", "normalize": true, "prefix": "", "max_length": 32},
      "documents": {... the embedding store's encoder settings ...},
-     "index": {"kind": "scann"}, "num_docs": 5183, "dim": 768,
+     "kind": "dense", "index": {"kind": "scann"}, "num_docs": 5183, "dim": 768,
      "metrics": {"nDCG@10": 0.61},
      "files": [{"path": "doc_ids.txt", "size": 41234, "sha256": "..."}, ...]}
 
@@ -55,8 +55,8 @@ Example:
     >>> bundle = load_bundle(out)
     >>> [doc for doc, _ in bundle.search(["cats purr"], k=2)[0]]
     ['d1', 'd2']
-    >>> bundle.manifest["index"]["kind"], bundle.manifest["num_docs"], bundle.metrics
-    ('exact', 2, {'nDCG@10': 1.0})
+    >>> bundle.kind, bundle.manifest["index"]["kind"], bundle.manifest["num_docs"], bundle.metrics
+    ('dense', 'exact', 2, {'nDCG@10': 1.0})
 """
 
 from __future__ import annotations
@@ -81,15 +81,15 @@ from jaxir.data.tokenizer import CONTRACT_FILE, load_tokenizer, save_tokenizer_c
 from jaxir.data.tokenizer import tokenizer_contract as describe_tokenizer
 from jaxir.encode import EmbeddingStore, TextEncoder, load_embeddings, load_encoder
 from jaxir.index import ExactSearcher, Searcher, load_searcher
-from jaxir.index.base import file_sha256
+from jaxir.index.base import SEARCHERS_FOR, check_searcher_kind, file_sha256
 from jaxir.models import hf
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, load_spec
+from jaxir.reps.kinds import DEFAULT_KIND, read_kind
 from jaxir.search.retrieve import max_rows_per_doc, retrieve
 
 __all__ = [
     "BUNDLE_FORMAT",
     "BUNDLE_VERSION",
-    "INDEX_KINDS",
     "Bundle",
     "BundleError",
     "export_bundle",
@@ -102,7 +102,6 @@ MANIFEST = "manifest.json"
 QUERY_ENCODER = "query_encoder"
 INDEX = "index"
 DOC_IDS = "doc_ids.txt"
-INDEX_KINDS = ("scann", "exact")
 
 PathLike = str | os.PathLike[str]
 
@@ -245,10 +244,13 @@ def export_bundle(
       BundleError: embeddings inconsistent with the model, bad ``index``, or a
         non-empty ``out_dir``.
     """
-    if index not in INDEX_KINDS:
-        raise BundleError(f"index must be one of {INDEX_KINDS}, got {index!r}")
-    spec, tower, tokenizer = _resolve_model(model, tokenizer)
     store = embeddings if isinstance(embeddings, EmbeddingStore) else load_embeddings(embeddings)
+    representation = store.manifest.get("kind", DEFAULT_KIND)
+    try:
+        check_searcher_kind(representation, index, str(store.path / "manifest.json"))
+    except ValueError as e:
+        raise BundleError(f"index={index!r}: {e}") from None
+    spec, tower, tokenizer = _resolve_model(model, tokenizer)
     _check_store(store, spec, _hidden_size(tower))
     if corpus is not None and not pathlib.Path(corpus).is_file():
         raise BundleError(f"{corpus}: corpus file not found; pass a corpus.jsonl[.gz] file")
@@ -288,6 +290,7 @@ def export_bundle(
             "max_length": spec.query_max_length,
         },
         "documents": dict(store.manifest["encoder"]),
+        "kind": representation,
         "index": {"kind": index},
         "num_docs": len(store.ids),
         "dim": store.dim,
@@ -320,6 +323,11 @@ class Bundle:
     encoder: TextEncoder
     searcher: Searcher
     doc_ids: list[str]
+
+    @property
+    def kind(self) -> str:
+        """The representation kind the bundle serves (``"dense"``; :mod:`jaxir.reps.kinds`)."""
+        return self.manifest.get("kind", DEFAULT_KIND)
 
     @functools.cached_property
     def rows_per_doc(self) -> int:
@@ -393,6 +401,10 @@ def _read_manifest(root: pathlib.Path) -> dict[str, Any]:
     for name in ("encoder", "index", "num_docs", "dim", "files"):
         if name not in manifest:
             raise BundleError(f'{path}: field "{name}" is missing; export the bundle again')
+    try:
+        read_kind(manifest, path, SEARCHERS_FOR)
+    except ValueError as e:
+        raise BundleError(str(e)) from None
     if manifest.get("jaxir_version") != jaxir.__version__:
         warnings.warn(
             f"{path}: bundle written by jaxir {manifest.get('jaxir_version')}, loading with "

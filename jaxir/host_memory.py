@@ -17,13 +17,14 @@ process contend for its lock (PyTorch's bf16 autocast training step under these
 settings: 1.99 s -> 3.12 s; its f32 step got faster, 4.07 s -> 3.63 s;
 ``benchmarks/train_RESULTS.md``).
 
-``import jaxir`` calls it once, before JAX starts its CPU threads (a thread that has
-already allocated keeps its own arena); set ``JAXIR_SYSTEM_MALLOC=1`` to opt out, e.g.
-when PyTorch trains in the same process. On a C library other than glibc (macOS, musl)
-it does nothing.
+A library must not change a process-wide allocator behind its user's back, so
+``import jaxir`` leaves it alone: the ``jaxir`` command calls it first thing, and a
+training script opts in with one call at its top, before JAX starts its CPU threads (a
+thread that has already allocated keeps its own arena). ``JAXIR_SYSTEM_MALLOC=1`` makes
+the call a no-op (e.g. for the ``jaxir`` command when PyTorch trains in the same
+process). On a C library other than glibc (macOS, musl) it does nothing.
 
-Example (Linux with glibc; ``import jaxir`` has already applied it, so this returns
-the first call's result):
+Example (Linux with glibc):
     >>> import jaxir.host_memory
     >>> jaxir.host_memory.keep_freed_memory()
     True

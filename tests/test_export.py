@@ -156,7 +156,9 @@ def test_export_refuses_inconsistent_inputs(parts, exact_bundle, tmp_path):
         export_bundle(model_dir, bad, tmp_path / "b", index="exact")
     with pytest.raises(BundleError, match=r"exists and is not empty.*--overwrite"):
         export_bundle(model_dir, store, exact_bundle, index="exact")
-    with pytest.raises(BundleError, match="index must be one of"):
+    with pytest.raises(
+        BundleError, match=r"a 'dense' store is indexed by \['scann', 'exact'\], not"
+    ):
         export_bundle(model_dir, store, tmp_path / "c", index="faiss")
 
 

@@ -38,9 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--kind",
-        choices=("scann", "exact"),
         default="scann",
-        help="approximate ScaNN or exact on-device search (default: %(default)s)",
+        help="searcher kind for the store's representation; dense stores: scann (approximate) "
+        "or exact (on-device brute force) (default: %(default)s)",
     )
     parser.add_argument(
         "--num-leaves",
@@ -100,10 +100,13 @@ def run(args: argparse.Namespace) -> int:
 
     from jaxir.encode import load_embeddings
     from jaxir.index import ExactSearcher, recall_against
+    from jaxir.index.base import check_searcher_kind
+    from jaxir.reps.kinds import DEFAULT_KIND
 
     if args.k < 1 or args.sample < 1:
         raise ValueError(f"-k and --sample must be >= 1, got {args.k} and {args.sample}")
     store = load_embeddings(args.embeddings)
+    check_searcher_kind(store.manifest.get("kind", DEFAULT_KIND), args.kind, str(store.path))
     vectors = np.asarray(store.vectors, dtype=np.float32)
     start = time.perf_counter()
     searcher = _build(args.kind, vectors, args)

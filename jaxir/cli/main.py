@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from jaxir import host_memory
+
 #: Subcommand name -> module under jaxir.cli (imported lazily so ``--help`` is instant).
 SUBCOMMANDS = {
     "quickstart": "quickstart",
@@ -69,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs ``jaxir`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    """Runs ``jaxir`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
+
+    Makes glibc keep freed host memory first (:func:`jaxir.host_memory.keep_freed_memory`).
+    """
+    host_memory.keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

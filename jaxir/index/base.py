@@ -39,6 +39,8 @@ from typing import Any, Protocol, runtime_checkable
 import jax
 import numpy as np
 
+from jaxir.reps.kinds import read_kind
+
 MANIFEST = "searcher.json"
 METRIC = "dot_product"
 
@@ -47,6 +49,27 @@ SEARCHER_KINDS: dict[str, str] = {
     "exact": "jaxir.index.exact:ExactSearcher",
     "scann": "jaxir.index.scann_index:ScannSearcher",
 }
+
+#: Representation kind (:mod:`jaxir.reps.kinds`) -> the searcher kinds that index it. A
+#: new representation (a sparse store, a docid trie) registers its searchers here, and
+#: ``jaxir index`` / ``export`` / ``search`` accept them with no new command.
+SEARCHERS_FOR: dict[str, tuple[str, ...]] = {"dense": ("scann", "exact")}
+
+
+def check_searcher_kind(representation: str, kind: str, where: str) -> None:
+    """Raises ``ValueError`` unless ``kind`` searchers index ``representation`` vectors.
+
+    Example:
+      >>> check_searcher_kind("dense", "inverted", "store/manifest.json")
+      Traceback (most recent call last):
+      ...
+      ValueError: store/manifest.json: a 'dense' store is indexed by ['scann', 'exact'], not 'inverted'
+    """
+    allowed = SEARCHERS_FOR.get(representation, ())
+    if kind not in allowed:
+        raise ValueError(
+            f"{where}: a {representation!r} store is indexed by {list(allowed)}, not {kind!r}"
+        )
 
 
 @runtime_checkable
@@ -83,9 +106,13 @@ def write_manifest(
     version: int,
     num_docs: int,
     dim: int,
+    representation: str = "dense",
     **extra: Any,
 ) -> pathlib.Path:
     """Writes ``directory/searcher.json`` with the common fields plus ``extra`` ones.
+
+    ``kind`` is the searcher's own kind (:data:`SEARCHER_KINDS`), ``representation`` the
+    kind of vectors it indexes (:data:`SEARCHERS_FOR`).
 
     Example:
       >>> import tempfile
@@ -97,6 +124,7 @@ def write_manifest(
     directory.mkdir(parents=True, exist_ok=True)
     manifest = {
         "kind": kind,
+        "representation": representation,
         "version": version,
         "num_docs": int(num_docs),
         "dim": int(dim),
@@ -175,6 +203,10 @@ def load_searcher(directory: str | pathlib.Path) -> Searcher:
     """
     directory = pathlib.Path(directory)
     manifest = read_manifest(directory)
+    representation = read_kind(
+        manifest, directory / MANIFEST, SEARCHERS_FOR, field="representation"
+    )
+    check_searcher_kind(representation, manifest["kind"], str(directory / MANIFEST))
     target = SEARCHER_KINDS.get(manifest["kind"])
     if target is None:
         raise ValueError(

@@ -118,3 +118,25 @@ def test_save_load_round_trip_and_checksum(tmp_path):
     (tmp_path / "embeddings.npy").unlink()
     with pytest.raises(FileNotFoundError, match=r"embeddings\.npy"):
         load_searcher(tmp_path)
+
+
+def test_searcher_manifest_records_and_checks_its_representation_kind(tmp_path):
+    import json
+
+    ExactSearcher(np.eye(3, 4, dtype=np.float32)).save(tmp_path)
+    manifest = json.loads((tmp_path / "searcher.json").read_text())
+    assert manifest["kind"] == "exact" and manifest["representation"] == "dense"
+    for representation, message in (
+        (
+            "sparse",
+            r'searcher.json: field "representation" is \'sparse\'; known kinds: \[\'dense\'\]',
+        ),
+        (None, r"known kinds"),
+    ):
+        manifest["representation"] = representation
+        (tmp_path / "searcher.json").write_text(json.dumps(manifest))
+        with pytest.raises(ValueError, match=message):
+            load_searcher(tmp_path)
+    del manifest["representation"]  # written before kinds existed: dense
+    (tmp_path / "searcher.json").write_text(json.dumps(manifest))
+    assert load_searcher(tmp_path).num_docs == 3

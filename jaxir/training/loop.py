@@ -29,6 +29,7 @@ import json
 import math
 import pathlib
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from flax import nnx
@@ -90,6 +91,38 @@ def optimizer_spec(config: config_lib.RunConfig) -> optim.OptimizerSpec:
         b1=oc.b1,
         b2=oc.b2,
         eps=oc.eps,
+    )
+
+
+def run_groups(
+    config: config_lib.RunConfig,
+    queries: Mapping[str, Any],
+    corpus: Mapping[str, Any],
+    qrels: Mapping[str, Mapping[str, int]],
+    tokenizer: Any,
+    *,
+    cache: pathlib.Path | None = None,
+) -> list[data_lib.TrainGroup]:
+    """The training groups :func:`train` builds for ``config`` (``data.*``; see
+    :func:`jaxir.data.prepare.training_groups`), from ``qrels`` (the dev split removed)."""
+    tc, mc, dc = config.train, config.model, config.data
+    return training_groups(
+        queries,
+        corpus,
+        qrels,
+        source=dc.train_groups,
+        groups_file=dc.groups,
+        cache=cache,
+        negatives=dc.negatives,
+        num_negatives=max(8, tc.group_size * 4),
+        rank_window=dc.bm25_rank_window,
+        train_passages=dc.train_passages,
+        tokenizer=tokenizer,
+        max_passage_length=dc.max_passage_length,
+        passage_stride=config.index.passage_stride,
+        passage_prefix=mc.passage_prefix,
+        ict_mix=dc.ict_mix,
+        seed=tc.seed,
     )
 
 
@@ -189,23 +222,8 @@ def train(
     train_qrels = data_lib.load_qrels(qrels_file) if needs_qrels or qrels_file.exists() else {}
     train_qrels, dev_qrels = split_dev(train_qrels, dc.validation_queries, tc.seed)
     tokenizer = run_tokenizer(mc.init, mc.vocab, corpus, workdir)
-    groups = training_groups(
-        queries,
-        corpus,
-        train_qrels,
-        source=dc.train_groups,
-        groups_file=dc.groups,
-        cache=workdir / "groups.jsonl",
-        negatives=dc.negatives,
-        num_negatives=max(8, tc.group_size * 4),
-        rank_window=dc.bm25_rank_window,
-        train_passages=dc.train_passages,
-        tokenizer=tokenizer,
-        max_passage_length=dc.max_passage_length,
-        passage_stride=config.index.passage_stride,
-        passage_prefix=mc.passage_prefix,
-        ict_mix=dc.ict_mix,
-        seed=tc.seed,
+    groups = run_groups(
+        config, queries, corpus, train_qrels, tokenizer, cache=workdir / "groups.jsonl"
     )
     data = family.training_data(groups, tokenizer)
     dev = _dev_set(family, config, corpus, queries, dev_qrels, tokenizer) if dev_qrels else None

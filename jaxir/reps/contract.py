@@ -127,7 +127,9 @@ class EncoderContract:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}.")
         if not self.roles or any(r not in ROLES for r in self.roles):
-            raise ValueError(f"roles must be a non-empty subset of {ROLES}, got {list(self.roles)}.")
+            raise ValueError(
+                f"roles must be a non-empty subset of {ROLES}, got {list(self.roles)}."
+            )
 
     def role(self, name: str | None = None) -> tuple[str, RoleContract]:
         """``(role, settings)``: ``name``, or the tower's only role, or ``"query"`` for a tower serving both.
@@ -223,7 +225,8 @@ def _parse(path: pathlib.Path) -> EncoderContract:
     raw_roles = _field(path, obj, "roles", dict)
     if not raw_roles or any(name not in ROLES for name in raw_roles):
         raise DataError(
-            path, f"expected a non-empty object keyed by {ROLES}, got {sorted(raw_roles)}",
+            path,
+            f"expected a non-empty object keyed by {ROLES}, got {sorted(raw_roles)}",
             field="roles",
         )
     roles = {}
@@ -232,13 +235,16 @@ def _parse(path: pathlib.Path) -> EncoderContract:
             raise DataError(path, "expected an object", field=f"roles.{name}")
         max_length = _field(path, raw, "max_length", int, f"roles.{name}.")
         if max_length < 1:
-            raise DataError(path, f"must be >= 1, got {max_length}", field=f"roles.{name}.max_length")
+            raise DataError(
+                path, f"must be >= 1, got {max_length}", field=f"roles.{name}.max_length"
+            )
         roles[name] = RoleContract(_field(path, raw, "prefix", str, f"roles.{name}."), max_length)
     tokenizer = obj.get("tokenizer")
     if tokenizer is not None:
         if not isinstance(tokenizer, dict) or "lowercase" not in tokenizer:
             raise DataError(
-                path, 'expected null or an object with "lowercase" and the special tokens',
+                path,
+                'expected null or an object with "lowercase" and the special tokens',
                 field="tokenizer",
             )
         tokenizer = {name: tokenizer.get(name) for name in TOKENIZER_FIELDS}

@@ -68,9 +68,7 @@ def l2_normalize(x: jax.Array, eps: float = NORM_EPS) -> jax.Array:
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
-def embed(
-    hidden_blh: jax.Array, mask_bl: jax.Array, *, pooling: str, normalize: bool
-) -> jax.Array:
+def embed(hidden_blh: jax.Array, mask_bl: jax.Array, *, pooling: str, normalize: bool) -> jax.Array:
     """Vectors ``[B, H]`` float32 from token states ``[B, L, H]`` and a 0/1 mask ``[B, L]``.
 
     ``pool(hidden_blh, mask_bl, pooling)`` in float32 whatever the input dtype, then

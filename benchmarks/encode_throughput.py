@@ -71,6 +71,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import protocol
 
+from jaxir import host_memory
+
 SHAPES = {  # key: (title, RESULT name, BertConfig sizes)
     "minilm": (
         "MiniLM-L6-H384",
@@ -87,12 +89,11 @@ MINILM_SIZES = SHAPES["minilm"][2]
 SUFFIX = {"float32": "", "bfloat16": "_bf16"}
 
 #: Peer processes: label -> environment. jaxir's glibc settings reach a process that does
-#: not call jaxir.host_memory through GLIBC_TUNABLES (the value jaxir documents for that).
-GLIBC_JAXIR = (
-    "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
-    "glibc.malloc.trim_threshold=18446744073709551615"
-)
-PEER_PROCESSES = {"glibc malloc": {}, "jaxir malloc": {"GLIBC_TUNABLES": GLIBC_JAXIR}}
+#: not call jaxir.host_memory through GLIBC_TUNABLES.
+PEER_PROCESSES = {
+    "glibc malloc": {},
+    "jaxir malloc": {"GLIBC_TUNABLES": host_memory.GLIBC_TUNABLES},
+}
 
 #: Peer configurations per precision: (variant name, route, compiled).
 PEER_VARIANTS = {
@@ -598,6 +599,7 @@ def run_corpus(args) -> None:
             )
             print(f"weights: {model_dir}")
             print_configs(jaxir, peers)
+            print("loading and compiling ...", flush=True)
             loaded = {
                 jaxir.name: jaxir.call(
                     "load_corpus", model_dir=model_dir, texts=texts, dtypes=dtypes, alt_buckets=True
@@ -617,6 +619,7 @@ def run_corpus(args) -> None:
             # the sample), else the fastest per precision on the sample.
             peer_plan = [(p, v) for p in peers for v in p.call("names")]
             jaxir_plan = [(jaxir, v) for v in jaxir.call("names")]
+            print("warm-up ...", flush=True)
             protocol.alternate(jaxir_plan + peer_plan, 1, texts="warm")
             if args.quick:
                 finalists = peer_plan
@@ -638,6 +641,7 @@ def run_corpus(args) -> None:
             vectors["float32 eager"] = str(tmp / "peer.npy")
             save = {(jaxir.name, d): vectors[d] for d in dtypes}
             save[peers[0].name, "float32 eager"] = vectors["float32 eager"]
+            print("timed passes ...", flush=True)
             times = protocol.alternate(jaxir_plan + finalists, repeats, save=save, texts="corpus")
             waste, real_lengths = print_padding(jaxir, peers[0], sizes, args.peer_batch)
             real_flops = protocol.bert_forward_flops(real_lengths, **sizes)

@@ -73,8 +73,7 @@ def jax_config() -> str:
     return (
         f"jax {jax.__version__} (jaxlib {jaxlib.__version__}) on {len(devices)} "
         f"{devices[0].platform} device(s); XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
-        f"jaxir.xla.CPU_COMPILER_OPTIONS={CPU_COMPILER_OPTIONS} (float32 programs: Eigen "
-        "dots; bfloat16: XLA's default YNNPACK dots)"
+        f"jaxir.xla.CPU_COMPILER_OPTIONS (per GEMM dtype)={CPU_COMPILER_OPTIONS}"
     )
 
 

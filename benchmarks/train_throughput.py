@@ -22,27 +22,37 @@ and optimizer, each in a fresh Python process started by this script:
   dtype=torch.bfloat16)`` around the sentence-transformers forward and loss (float32
   params and optimizer, bf16 oneDNN GEMMs), the standard mixed-precision recipe of each.
 
-Each framework runs as its users get it: jaxir as imported (which makes glibc keep freed
-host memory, :mod:`jaxir.host_memory`), sentence-transformers with the system allocator
-(``JAXIR_SYSTEM_MALLOC=1`` in its process, which imports this script and so jaxir). A
-third row runs sentence-transformers again with jaxir's allocator settings
-(``GLIBC_TUNABLES``), so the allocator's share of the ratio is on the table
-(``ratio_jaxir_malloc`` in the RESULT lines). Separate processes keep one side's freed
+**The peer at its best.** Each framework runs in a fresh Python process of its own, one
+per configuration: jaxir as its CLI runs it (glibc keeps freed host memory,
+:mod:`jaxir.host_memory`); sentence-transformers with the system allocator
+(``JAXIR_SYSTEM_MALLOC=1`` in its process, which imports this script and so jaxir), with
+jaxir's allocator settings (``GLIBC_TUNABLES``), and, except in ``--quick``, both again
+with ``SentenceTransformer.compile()`` (``torch.compile``, inductor, one graph per input
+shape; a configuration that fails to compile is dropped with its error). ``ratio`` is
+against the fastest peer configuration; every one is printed and listed in the RESULT
+line (``peer_configs``). torch uses every core. Separate processes keep one side's freed
 memory and idle threads out of the other's steps. The runs are sequential, so compare
 them on an otherwise idle machine; the load average is printed. The first ``--warmup``
 steps of each (jaxir: compile) are excluded and the median wall time of the timed steps
 is reported as examples/s = queries/s (process CPU time per step is printed too).
 The jaxir step compiles once per setting; later steps must not recompile (printed).
 
+**Roofline.** In the same run, :func:`protocol.gemm_roofline` times the step's GEMM
+shapes (forward ``[8192 passage tokens, K] x [K, N]`` of q/k/v/output, MLP up and down,
+and the weight gradients of the MLP) in each setting's precision under XLA:CPU's default
+dots, its Eigen emitter and PyTorch. ``roofline_fraction`` is jaxir's model FLOP rate
+(3x the forward matmul FLOPs of the batch, :func:`protocol.bert_forward_flops`: forward
++ the two backward products) over the best of them.
+
 Run::
 
-    python benchmarks/train_throughput.py           # 10 timed steps per setting
-    python benchmarks/train_throughput.py --quick   # hard negatives only (f32, bf16), 3 timed steps
+    python benchmarks/train_throughput.py           # 10 timed steps per setting (~25 min idle)
+    python benchmarks/train_throughput.py --quick   # hard negatives only (f32, bf16), 3 timed
+                                                    # steps, no torch.compile (~3 min idle)
 
 Ends with ``RESULT {...}`` lines (DESIGN principle 8): float32 with hard negatives
 (``train_vs_sentence_transformers``), bfloat16 mixed precision with hard negatives
-(``..._bf16``) and float32 without hard negatives (``..._no_hardneg``); ``ratio`` is
-against the peer as its users run it.
+(``..._bf16``) and float32 without hard negatives (``..._no_hardneg``).
 """
 
 from __future__ import annotations
@@ -64,6 +74,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import jax
 import numpy as np
+import protocol
 import torch
 from flax import nnx
 
@@ -207,7 +218,7 @@ class JaxirTrainer:
 class SentenceTransformersTrainer:
     """sentence-transformers: ``Transformer`` + mean ``Pooling``, ``MultipleNegativesRankingLoss``."""
 
-    def __init__(self, path: pathlib.Path, batch: dict[str, np.ndarray], dtype: str):
+    def __init__(self, path: pathlib.Path, batch: dict[str, np.ndarray], dtype: str, compile: bool):
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.losses import (
             MultipleNegativesRankingLoss,
@@ -218,6 +229,8 @@ class SentenceTransformersTrainer:
         transformer = Transformer(str(path), model_kwargs={"add_pooling_layer": False})
         pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
         self.model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
+        if compile:  # one static graph per input shape (queries, passages)
+            self.model.compile(dynamic=False)
         self.loss_fn = MultipleNegativesRankingLoss(self.model, scale=SCALE)
         decay = [p for p in self.model.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.ndim < 2]
@@ -273,6 +286,7 @@ def run_worker(
     warmup: int,
     steps: int,
     seed: int,
+    compile: bool = False,
 ) -> dict:
     """One framework's steps on one batch with ``group`` passages per query, in ``dtype``.
 
@@ -281,18 +295,26 @@ def run_worker(
     """
     batch = make_batch(group, seed)
     if framework == "jaxir":
-        host_memory.keep_freed_memory()  # what the jaxir CLI does; JAXIR_SYSTEM_MALLOC=1 opts out
+        keeps = host_memory.keep_freed_memory()  # what the jaxir CLI does
+        config = f"{protocol.jax_config()}; glibc keeps freed memory: {keeps}"
         trainer = JaxirTrainer(path, batch, seed, dtype)
     else:
-        trainer = SentenceTransformersTrainer(path, batch, dtype)
+        config = protocol.torch_config()
+        trainer = SentenceTransformersTrainer(path, batch, dtype, compile)
     initial_loss = trainer.eval_loss()
     compiles = _COMPILES[0]
-    first_step = timed(trainer.step)[0]
+    try:
+        first_step = timed(trainer.step)[0]
+    except Exception as e:  # torch.compile failed: the parent drops this configuration
+        if not compile:
+            raise
+        return {"error": f"{type(e).__name__}: {str(e)[:300]}", "config": config}
     programs = _COMPILES[0] - compiles
     for _ in range(warmup - 1):
         trainer.step()
     runs = [timed(trainer.step) for _ in range(steps)]
     return {
+        "config": config,
         "initial_loss": initial_loss,
         "final_loss": runs[-1][2],
         "first_step_s": first_step,
@@ -303,30 +325,44 @@ def run_worker(
     }
 
 
-#: (row label, worker, environment): jaxir as its CLI runs (its glibc settings on), the peer
-#: as its users run it, and the peer given jaxir's glibc settings through GLIBC_TUNABLES.
+SYSTEM_MALLOC = {host_memory.OPT_OUT: "1"}
+JAXIR_MALLOC = {host_memory.OPT_OUT: "1", "GLIBC_TUNABLES": host_memory.GLIBC_TUNABLES}
+
+#: (row label, worker, environment, torch.compile): jaxir as its CLI runs (its glibc
+#: settings on), then the peer's configurations: as its users run it, given jaxir's glibc
+#: settings through GLIBC_TUNABLES, and both compiled (not in --quick).
 RUNS = (
-    ("jaxir", "jaxir", {}),
-    ("sentence-transformers", "peer", {host_memory.OPT_OUT: "1"}),
-    (
-        "  same, jaxir's malloc",
-        "peer",
-        {host_memory.OPT_OUT: "1", "GLIBC_TUNABLES": host_memory.GLIBC_TUNABLES},
-    ),
+    ("jaxir", "jaxir", {}, False),
+    ("sentence-transformers", "peer", SYSTEM_MALLOC, False),
+    ("  same, jaxir's malloc", "peer", JAXIR_MALLOC, False),
+    ("  torch.compile", "peer", SYSTEM_MALLOC, True),
+    ("  torch.compile, jaxir's malloc", "peer", JAXIR_MALLOC, True),
 )
 
 
-def measure(worker: str, env: dict[str, str], path: pathlib.Path, args: list[str]) -> dict:
+def measure(
+    worker: str, env: dict[str, str], compile: bool, path: pathlib.Path, args: list[str]
+) -> dict:
     """Runs :func:`run_worker` in a fresh Python process and returns its measurements."""
     command = [sys.executable, __file__, "--worker", worker, "--checkpoint", str(path), *args]
+    command += ["--compile"] if compile else []
     done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("WORKER ")]
     if done.returncode or not lines:
         raise RuntimeError(f"{worker} worker failed ({' '.join(command)}):\n{done.stderr[-3000:]}")
     result = json.loads(lines[-1].removeprefix("WORKER "))
-    result["step_s"] = statistics.median(result["wall_s"])
-    result["examples_per_s"] = QUERIES / result["step_s"]
+    if "error" not in result:
+        result["step_s"] = statistics.median(result["wall_s"])
+        result["examples_per_s"] = QUERIES / result["step_s"]
     return result
+
+
+def step_flops(group: int) -> float:
+    """Matmul FLOPs of one training step: 3x the forward (the backward takes two products)."""
+    sizes = {"hidden": 384, "layers": 6, "intermediate": 1536}
+    forward = protocol.bert_forward_flops([QUERY_LEN], rows=QUERIES, **sizes)
+    forward += protocol.bert_forward_flops([PASSAGE_LEN], rows=QUERIES * group, **sizes)
+    return 3 * forward
 
 
 def check_parity(dtype: str, ours: dict, peer: dict) -> None:
@@ -355,6 +391,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=pathlib.Path, help=argparse.SUPPRESS)
     parser.add_argument("--group", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     steps = args.steps or (3 if args.quick else 10)
     warmup = 2 if args.quick else max(args.warmup, 1)
@@ -368,6 +405,7 @@ def main() -> None:
             warmup=warmup,
             steps=steps,
             seed=args.seed,
+            compile=args.compile,
         )
         print("WORKER " + json.dumps(result))
         return
@@ -377,19 +415,27 @@ def main() -> None:
     )
     if not args.quick:
         settings += (("train_vs_sentence_transformers_no_hardneg", 1, "float32"),)
+    runs_used = [run for run in RUNS if not (args.quick and run[3])]
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(
-        f"CPU cores {os.cpu_count()}, load avg (1 min) {load:.2f}; torch {torch.__version__} "
-        f"threads {torch.get_num_threads()} (interop {torch.get_num_interop_threads()}); "
-        f"jax {jax.__version__} on {jax.devices()[0].platform} x{len(jax.devices())} "
-        f"(XLA CPU thread pool: all cores), XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
-    )
+    print(protocol.machine())
     print(
         f"batch: {QUERIES} queries x {QUERY_LEN} tokens, {QUERIES} positives (+{QUERIES} hard "
         f"negatives) x {PASSAGE_LEN} tokens; dropout 0.1; AdamW lr {LEARNING_RATE}; "
-        f"{warmup} warmup + {steps} timed steps, each framework in a fresh process"
+        f"{warmup} warmup + {steps} timed steps, each configuration in a fresh process"
     )
+    # The GEMMs of a step: forward on the passage tokens, and the MLP weight gradients.
+    tokens = QUERIES * 2 * PASSAGE_LEN
+    shapes = [
+        *protocol.bert_gemm_shapes(tokens, 384, 1536),
+        (384, tokens, 1536),
+        (1536, tokens, 384),
+    ]
+    rooflines = {
+        dtype: protocol.gemm_roofline(shapes, dtype, iters=2 if args.quick else 5)
+        for dtype in sorted({dtype for _, _, dtype in settings}, reverse=True)
+    }
+    for roofline in rooflines.values():
+        print("\n" + roofline.report())
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp)
@@ -399,50 +445,70 @@ def main() -> None:
             worker_args += [f"--steps={steps}", f"--seed={args.seed}"]
             if args.torch_threads:
                 worker_args.append(f"--torch-threads={args.torch_threads}")
-            runs = [measure(worker, env, path, worker_args) for _, worker, env in RUNS]
-            check_parity(dtype, runs[0], runs[1])
+            runs = {
+                label: measure(worker, env, compile, path, worker_args)
+                for label, worker, env, compile in runs_used
+            }
+            check_parity(dtype, runs["jaxir"], runs["sentence-transformers"])
             results.append((group, dtype, runs))
+    print()
+    for label, run in results[0][2].items():
+        print(f"{label.strip()} process: {run['config']}")
 
     print()
     header = (
-        f"{'setting':<30}{'framework':<24}{'wall s/step':>12}{'min..max':>16}"
+        f"{'setting':<30}{'framework':<32}{'wall s/step':>12}{'min..max':>16}"
         f"{'CPU s/step':>12}{'examples/s':>12}"
     )
     print(header)
     print("-" * len(header))
-    for group, dtype, runs in results:
+    records = []
+    for (name, _, _), (group, dtype, runs) in zip(settings, results, strict=True):
         setting = ("with hard negative" if group == 2 else "no hard negative") + f", {dtype}"
-        for i, ((label, _, _), r) in enumerate(zip(RUNS, runs, strict=True)):
+        for i, (label, r) in enumerate(runs.items()):
+            first = setting if i == 0 else ""
+            if "error" in r:
+                print(f"{first:<30}{label:<32}dropped: {r['error']}")
+                continue
             span = f"{min(r['wall_s']):.2f}..{max(r['wall_s']):.2f}"
             print(
-                f"{setting if i == 0 else '':<30}{label:<24}{r['step_s']:>12.3f}"
+                f"{first:<30}{label:<32}{r['step_s']:>12.3f}"
                 f"{span:>16}{statistics.median(r['cpu_s']):>12.2f}{r['examples_per_s']:>12.2f}"
             )
-        ours, peer, tuned = runs
-        print(
-            f"{'':<30}jaxir / peer = {ours['examples_per_s'] / peer['examples_per_s']:.2f}x "
-            f"({ours['examples_per_s'] / tuned['examples_per_s']:.2f}x vs the peer with "
-            f"jaxir's malloc settings); jaxir first step {ours['first_step_s']:.1f} s "
-            f"(compile ~{ours['first_step_s'] - ours['step_s']:.1f} s, {ours['programs']} "
-            f"program(s), {ours['recompiles']} recompiles after it); initial loss (no dropout) "
-            f"jaxir {ours['initial_loss']:.4f} / peer {peer['initial_loss']:.4f}; last train "
-            f"loss {ours['final_loss']:.4f} / {peer['final_loss']:.4f}"
-        )
-    print()
-    for (_, dtype, runs), (name, _, _) in zip(results, settings, strict=True):
-        ours, peer, tuned = (r["examples_per_s"] for r in runs)
-        record = {
-            "name": name,
-            "unit": "examples/s",
-            "dtype": dtype,
-            "jaxir": round(ours, 3),
-            "peer": "sentence-transformers",
-            "peer_value": round(peer, 3),
-            "ratio": round(ours / peer, 3),
-            "peer_value_jaxir_malloc": round(tuned, 3),
-            "ratio_jaxir_malloc": round(ours / tuned, 3),
+        ours, peer = runs["jaxir"], runs["sentence-transformers"]
+        peer_configs = {
+            label.strip(): r["examples_per_s"]
+            for label, r in runs.items()
+            if label != "jaxir" and "error" not in r
         }
-        print("RESULT " + json.dumps(record))
+        best = max(peer_configs, key=peer_configs.get)
+        fraction = rooflines[dtype].fraction(step_flops(group) / ours["step_s"])
+        print(
+            f"{'':<30}jaxir / best peer ({best}) = "
+            f"{ours['examples_per_s'] / peer_configs[best]:.2f}x; jaxir "
+            f"{step_flops(group) / ours['step_s'] / 1e9:.0f} GFLOP/s = {fraction:.2f} of the "
+            f"{rooflines[dtype].best_gflops:.0f} GFLOP/s roofline; jaxir first step "
+            f"{ours['first_step_s']:.1f} s (compile ~{ours['first_step_s'] - ours['step_s']:.1f} s, "
+            f"{ours['programs']} program(s), {ours['recompiles']} recompiles after it); initial "
+            f"loss (no dropout) jaxir {ours['initial_loss']:.4f} / peer "
+            f"{peer['initial_loss']:.4f}; last train loss {ours['final_loss']:.4f} / "
+            f"{peer['final_loss']:.4f}"
+        )
+        records.append(
+            dict(
+                name=name,
+                unit="examples/s",
+                jaxir=ours["examples_per_s"],
+                peer=f"sentence-transformers ({best})",
+                peer_value=peer_configs[best],
+                roofline_fraction=fraction,
+                dtype=dtype,
+                peer_configs=peer_configs,
+            )
+        )
+    print(f"\n{protocol.machine()} (at the end)\n")
+    for record in records:
+        protocol.result(**record)
 
 
 if __name__ == "__main__":

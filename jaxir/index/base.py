@@ -203,16 +203,16 @@ def load_searcher(directory: str | pathlib.Path) -> Searcher:
     """
     directory = pathlib.Path(directory)
     manifest = read_manifest(directory)
-    representation = read_kind(
-        manifest, directory / MANIFEST, SEARCHERS_FOR, field="representation"
-    )
-    check_searcher_kind(representation, manifest["kind"], str(directory / MANIFEST))
     target = SEARCHER_KINDS.get(manifest["kind"])
     if target is None:
         raise ValueError(
             f"{directory / MANIFEST}: field 'kind' is {manifest['kind']!r}; known kinds: "
             f"{sorted(SEARCHER_KINDS)}."
         )
+    representation = read_kind(
+        manifest, directory / MANIFEST, SEARCHERS_FOR, field="representation"
+    )
+    check_searcher_kind(representation, manifest["kind"], str(directory / MANIFEST))
     module, name = target.split(":")
     return getattr(importlib.import_module(module), name).load(directory)
 

@@ -10,7 +10,8 @@ written by jaxir holds one contract file with everything needed to encode with i
                "passage": {"prefix": "passage: ", "max_length": 256}},
      "tokenizer": {"pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                    "unk_token": "[UNK]", "mask_token": "[MASK]",
-                   "lowercase": true, "vocab_size": 30522}}
+                   "lowercase": true, "vocab_size": 30522},
+     "temperature": 0.05}                 # optional: scores = q . p / temperature
 
 ``roles`` lists what the tower encodes: a tied dual encoder's one tower serves both
 queries and passages (each with its own prefix and maximum length), an untied one's
@@ -19,14 +20,17 @@ queries and passages (each with its own prefix and maximum length), an untied on
 (:class:`jaxir.data.tokenizer.TokenizerContract`'s fields other than the per-role
 prefix and maximum length); loading checks the tokenizer in the directory against it
 (:meth:`EncoderContract.check_tokenizer`), so serving with another tokenizer fails
-loudly. ``null`` when the model was saved without a tokenizer.
+loudly (:func:`load_tower_tokenizer`). ``null`` when the model was saved without a
+tokenizer. ``temperature`` is the dual encoder's score temperature (learned or fixed),
+written by :func:`~jaxir.models.dual_encoder.save_dual_encoder` and absent elsewhere.
 
 :func:`jaxir.models.dual_encoder.save_dual_encoder` writes it for every tower,
 :func:`jaxir.encode.load_encoder` and the ``jaxir`` commands read it. A plain Hugging
 Face directory has no contract (:func:`read_contract` returns ``None``) and loads with
-explicit settings. Directories written before this file existed (``dual_encoder.json``
-format 1 at the model root and ``jaxir_tokenizer.json`` per tower) are still read: their
-contract is rebuilt from those two files.
+explicit settings; a sentence-transformers directory gives the defaults it encodes
+with (:func:`sentence_transformers_defaults`). Directories written before this file
+existed (``dual_encoder.json`` format 1 at the model root and ``jaxir_tokenizer.json``
+per tower) are still read: their contract is rebuilt from those two files.
 
 Example:
     >>> import tempfile
@@ -53,12 +57,11 @@ from typing import Any
 import transformers
 
 from jaxir.data.errors import DataError
-from jaxir.data.tokenizer import (
-    CONTRACT_FILE as TOKENIZER_CONTRACT_FILE,
-)
+from jaxir.data.tokenizer import CONTRACT_FILE as TOKENIZER_CONTRACT_FILE
 from jaxir.data.tokenizer import (
     TokenizerContract,
     check_tokenizer_contract,
+    load_tokenizer,
     load_tokenizer_contract,
     tokenizer_contract,
 )
@@ -72,13 +75,19 @@ __all__ = [
     "ROLES",
     "EncoderContract",
     "RoleContract",
+    "contract_file",
     "describe_tokenizer",
+    "load_tower_tokenizer",
     "read_contract",
     "save_contract",
+    "sentence_transformers_defaults",
 ]
 
 CONTRACT_FILE = "jaxir_encoder.json"
 CONTRACT_FORMAT = "jaxir-encoder/1"
+#: The model-level spec older jaxir versions wrote next to ``query/`` (read, never written).
+LEGACY_SPEC_FILE = "dual_encoder.json"
+LEGACY_SPEC_FORMAT = "jaxir-dual-encoder/1"
 ROLES = ("query", "passage")
 #: Representation kinds a tower contract may declare.
 KINDS = ("dense",)
@@ -115,6 +124,8 @@ class EncoderContract:
       roles: ``{"query" | "passage": RoleContract}``, the roles the tower serves.
       kind: representation kind (``"dense"``).
       tokenizer: the trained-with tokenizer's facts (:data:`TOKENIZER_FIELDS`), or ``None``.
+      temperature: the score temperature of the dual encoder the tower belongs to
+        (``scores = q @ p.T / temperature``), or ``None`` when not recorded.
     """
 
     pooling: str
@@ -122,10 +133,13 @@ class EncoderContract:
     roles: Mapping[str, RoleContract]
     kind: str = "dense"
     tokenizer: Mapping[str, Any] | None = None
+    temperature: float | None = None
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}.")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
         if not self.roles or any(r not in ROLES for r in self.roles):
             raise ValueError(
                 f"roles must be a non-empty subset of {ROLES}, got {list(self.roles)}."
@@ -159,7 +173,7 @@ class EncoderContract:
             "normalize": self.normalize,
             "roles": {name: dataclasses.asdict(role) for name, role in self.roles.items()},
             "tokenizer": None if self.tokenizer is None else dict(self.tokenizer),
-        }
+        } | ({} if self.temperature is None else {"temperature": self.temperature})
 
     def check_tokenizer(
         self, tokenizer: transformers.PreTrainedTokenizerBase, *, path: PathLike = CONTRACT_FILE
@@ -184,6 +198,39 @@ def describe_tokenizer(tokenizer: transformers.PreTrainedTokenizerBase) -> dict[
     """The :data:`TOKENIZER_FIELDS` of ``tokenizer`` (what :attr:`EncoderContract.tokenizer` holds)."""
     facts = dataclasses.asdict(tokenizer_contract(tokenizer, max_length=1))
     return {name: facts[name] for name in TOKENIZER_FIELDS}
+
+
+def contract_file(directory: PathLike) -> pathlib.Path:
+    """The file :func:`read_contract` reads for ``directory`` (named in errors).
+
+    ``directory/jaxir_encoder.json``, or for a tower saved by an older jaxir without
+    one, its model's ``../dual_encoder.json``.
+    """
+    directory = pathlib.Path(directory)
+    path = directory / CONTRACT_FILE
+    legacy = directory.parent / LEGACY_SPEC_FILE
+    return legacy if not path.is_file() and legacy.is_file() else path
+
+
+def load_tower_tokenizer(
+    directory: PathLike, contract: EncoderContract | None = None
+) -> transformers.PreTrainedTokenizerFast:
+    """The tokenizer saved in a tower directory, checked against the tower's contract.
+
+    Args:
+      directory: the tower directory (tokenizer files + ``jaxir_encoder.json``).
+      contract: the tower's contract (default: :func:`read_contract` of ``directory``;
+        none, for a plain Hugging Face directory, skips the check).
+
+    Raises:
+      DataError: the tokenizer disagrees with the contract (naming the contract file
+        and every disagreement), or the directory holds no tokenizer.
+    """
+    tokenizer = load_tokenizer(directory)  # checks a legacy jaxir_tokenizer.json itself
+    contract = read_contract(directory) if contract is None else contract
+    if contract is not None:
+        contract.check_tokenizer(tokenizer, path=contract_file(directory))
+    return tokenizer
 
 
 def save_contract(directory: PathLike, contract: EncoderContract) -> pathlib.Path:
@@ -248,19 +295,30 @@ def _parse(path: pathlib.Path) -> EncoderContract:
                 field="tokenizer",
             )
         tokenizer = {name: tokenizer.get(name) for name in TOKENIZER_FIELDS}
-    return EncoderContract(pooling, normalize, roles, kind=kind, tokenizer=tokenizer)
+    temperature = obj.get("temperature")
+    if temperature is not None:
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+            raise DataError(
+                path, f"expected a number, got {json.dumps(temperature)}", field="temperature"
+            )
+        if not temperature > 0:
+            raise DataError(path, f"must be > 0, got {temperature}", field="temperature")
+        temperature = float(temperature)
+    return EncoderContract(
+        pooling, normalize, roles, kind=kind, tokenizer=tokenizer, temperature=temperature
+    )
 
 
 def _legacy(directory: pathlib.Path) -> EncoderContract | None:
     """The contract of a tower saved before ``jaxir_encoder.json`` (``dual_encoder.json`` format 1)."""
-    spec_file = directory.parent / "dual_encoder.json"
+    spec_file = directory.parent / LEGACY_SPEC_FILE
     if directory.name not in ROLES or not spec_file.is_file():
         return None
     try:
         data = json.loads(spec_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if not isinstance(data, dict) or data.get("format") != "jaxir-dual-encoder/1":
+    if not isinstance(data, dict) or data.get("format") != LEGACY_SPEC_FORMAT:
         return None
     spec = data["spec"]
     names = ROLES if directory.name == "query" and spec.get("tied", True) else (directory.name,)
@@ -272,7 +330,14 @@ def _legacy(directory: pathlib.Path) -> EncoderContract | None:
     if (directory / TOKENIZER_CONTRACT_FILE).is_file():
         old = dataclasses.asdict(load_tokenizer_contract(directory))
         tokenizer = {name: old[name] for name in TOKENIZER_FIELDS}
-    return EncoderContract(spec["pooling"], bool(spec["normalize"]), roles, tokenizer=tokenizer)
+    temperature = spec.get("temperature")
+    return EncoderContract(
+        spec["pooling"],
+        bool(spec["normalize"]),
+        roles,
+        tokenizer=tokenizer,
+        temperature=None if temperature is None else float(temperature),
+    )
 
 
 def read_contract(directory: PathLike) -> EncoderContract | None:
@@ -295,3 +360,74 @@ def read_contract(directory: PathLike) -> EncoderContract | None:
                 raise
             raise DataError(path, str(e).removeprefix(f"{path}: ")) from None
     return _legacy(directory)
+
+
+# ST module names -> jaxir poolings (``pooling_mode_<name>`` flags of a Pooling module).
+_ST_POOLINGS = {
+    "cls_token": "cls",
+    "mean_tokens": "mean",
+    "max_tokens": "max",
+    "lasttoken": "last",
+    "mean_sqrt_len_tokens": "mean_sqrt_len",
+    "weightedmean_tokens": "weightedmean",
+}
+
+
+def _json_file(path: pathlib.Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(path, f"not valid JSON ({e})") from None
+
+
+def sentence_transformers_defaults(directory: PathLike) -> dict[str, Any]:
+    """How ``SentenceTransformer(directory)`` encodes, as :func:`jaxir.encode.load_encoder` defaults.
+
+    Reads ``modules.json`` (a ``Pooling`` module's ``config.json`` gives ``pooling``, a
+    ``Normalize`` module ``normalize=True``) and ``sentence_bert_config.json``
+    (``max_seq_length`` gives ``max_length``). Returns the keys found, ``{}`` for a
+    directory that is not a sentence-transformers model. A pooling jaxir lacks comes
+    back under its sentence-transformers name (e.g. ``"weightedmean"``), for the caller
+    to refuse by name.
+
+    Example:
+        >>> import tempfile
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "modules.json").write_text(json.dumps([
+        ...     {"path": "", "type": "sentence_transformers.models.Transformer"},
+        ...     {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ...     {"path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+        >>> (d / "1_Pooling").mkdir()
+        >>> _ = (d / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+        >>> _ = (d / "sentence_bert_config.json").write_text('{"max_seq_length": 128}')
+        >>> sentence_transformers_defaults(d)
+        {'normalize': True, 'pooling': 'cls', 'max_length': 128}
+    """
+    directory = pathlib.Path(directory)
+    found: dict[str, Any] = {}
+    modules_file = directory / "modules.json"
+    if modules_file.is_file():
+        modules = _json_file(modules_file)
+        if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+            raise DataError(modules_file, "expected a JSON list of module objects")
+        types = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+        found["normalize"] = "Normalize" in types
+        if "Pooling" in types:
+            module = modules[types.index("Pooling")]
+            pooling_file = directory / str(module.get("path", "")) / "config.json"
+            if pooling_file.is_file():
+                config = _json_file(pooling_file)
+                modes = [
+                    jaxir_name
+                    for st_name, jaxir_name in _ST_POOLINGS.items()
+                    if isinstance(config, dict) and config.get(f"pooling_mode_{st_name}")
+                ]
+                if modes:
+                    found["pooling"] = "+".join(modes)
+    config_file = directory / "sentence_bert_config.json"
+    if config_file.is_file():
+        length = _json_file(config_file)
+        length = length.get("max_seq_length") if isinstance(length, dict) else None
+        if isinstance(length, int) and not isinstance(length, bool) and length >= 1:
+            found["max_length"] = length
+    return found

@@ -184,3 +184,23 @@ def test_load_encoder_defaults_to_the_checkpoints_length_limit(minilm_dir):
     assert len(encoder.tokenizer(long)["input_ids"]) > 512
     vectors = encoder.encode(["a query", long], batch_size=2)
     assert vectors.shape == (2, 384) and np.isfinite(vectors).all()
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_the_real_checkpoint(minilm_dir, tmp_path, capsys):
+    """``jaxir train --set model.init=<all-MiniLM-L6-v2>``: the pooler is dropped, training runs."""
+    import pathlib
+
+    import jaxir
+    from jaxir.config import load_config, override
+
+    config = pathlib.Path(__file__).parents[2] / "configs" / "dense_tiny.py"
+    config = override(
+        load_config(config),
+        [f"model.init={minilm_dir}", "train.steps=3", "train.learning_rate=3e-5"],
+    )
+    result = jaxir.train(config, tmp_path, progress=False)
+    assert "dropped: pooler" in capsys.readouterr().out
+    assert result.steps == 3
+    encoder = jaxir.load_encoder(result.model_dir / "query", pooling="mean", normalize=True)
+    assert encoder.dim == 384

@@ -112,16 +112,6 @@ ALT_BUCKETS = tuple(range(32, 257, 32))
 # =========================================================================== workers
 
 
-def sizes_of(config) -> dict[str, int]:
-    """Hidden size, layers and MLP width of a jaxir or transformers BERT config."""
-    get = lambda *names: next(getattr(config, n) for n in names if hasattr(config, n))  # noqa: E731
-    return {
-        "hidden": get("hidden_size"),
-        "layers": get("num_layers", "num_hidden_layers"),
-        "intermediate": get("intermediate_size", "mlp_dim"),
-    }
-
-
 def random_ids(batch: int, length: int, seed: int) -> np.ndarray:
     """Token ids in [1000, 30522) (no special or pad tokens), the same in every process."""
     return np.random.default_rng(seed).integers(1000, 30522, (batch, length)).astype(np.int32)
@@ -211,7 +201,13 @@ class JaxirServer(protocol.VariantServer):
 
             self.variants[name] = run
         self.tokenizer = encoders[dtypes[0]].tokenizer
-        return {"compile_s": compile_s, "sizes": sizes_of(encoders[dtypes[0]].model.config)}
+        config = encoders[dtypes[0]].model.config
+        sizes = {
+            "hidden": config.hidden_size,
+            "layers": config.num_layers,
+            "intermediate": config.intermediate_size,
+        }
+        return {"compile_s": compile_s, "sizes": sizes}
 
     def padding(self, texts: str, buckets: list[int], batch_size: int) -> list:
         """``[padded length, rows, real lengths]`` per batch of ``jaxir encode``'s batching."""
@@ -391,7 +387,7 @@ def print_configs(jaxir: protocol.Worker, peers: list[protocol.Worker]) -> None:
 def rate_table(rows: list[tuple[str, list[float], float | None]], unit: str, work: int) -> None:
     """``rows``: (label, seconds per pass, compile s); ``work`` items per pass."""
     print(
-        f"  {'process / configuration':<66}{unit:>10}{'median s':>10}{'min..max s':>14}"
+        f"  {'process / configuration':<66}{unit:>10}{'median s':>10}{'min..max s':>18}"
         f"{'compile s':>11}"
     )
     for label, seconds, compile_s in rows:
@@ -399,7 +395,7 @@ def rate_table(rows: list[tuple[str, list[float], float | None]], unit: str, wor
         c = "-" if compile_s is None else f"{compile_s:.1f}"
         print(
             f"  {label:<66}{work / protocol.median(seconds):>10.1f}"
-            f"{protocol.median(seconds):>10.3f}{span:>14}{c:>11}"
+            f"{protocol.median(seconds):>10.3f}{span:>18}{c:>11}"
         )
 
 
@@ -444,12 +440,12 @@ def run_fixed(args) -> None:
                         (peer, v) for peer in peers for v in peer.call("names")
                     ]
                     protocol.alternate(plan, warmup)
-                    times = protocol.alternate(plan, iters)
-                    # Parity: against PyTorch float32 eager.
+                    # Parity: the last passes' vectors, against PyTorch float32 eager.
                     ours = str(pathlib.Path(tmp) / f"{key}-{dtype}-jaxir.npy")
-                    jaxir.call("time", variant="jaxir", save=ours)
+                    save = {(jaxir.name, "jaxir"): ours}
                     if dtype == "float32":
-                        peers[0].call("time", variant="eager", save=reference)
+                        save[peers[0].name, "eager"] = reference
+                    times = protocol.alternate(plan, iters, save=save)
                     max_diff = float(np.abs(np.load(ours) - np.load(reference)).max())
                     flops = protocol.bert_forward_flops(
                         [args.length], rows=args.batch, **sizes_of_hf(sizes)
@@ -530,11 +526,12 @@ def report_fixed(title, name, dtype, batch, times, loaded, flops, roofline, max_
 # --------------------------------------------------------------------------- corpus mode
 
 
-def corpus_texts(tmp: pathlib.Path, sample_docs: int, seed: int, quick: bool) -> dict[str, str]:
-    """SciFact as ``[id, title + " " + text]`` JSON files: corpus, seeded sample, warm-up set.
+def corpus_texts(tmp: pathlib.Path, docs: int | None, sample_docs: int, seed: int) -> dict:
+    """SciFact as ``[id, title + " " + text]`` JSON files: corpus, sample, warm-up set.
 
-    The warm-up set is the sample's first 128 documents; in ``quick`` runs the corpus is
-    the sample.
+    The corpus is all of SciFact or a seeded ``docs``-document sample of it; the sample
+    (where the peer's configuration is chosen) is a seeded ``sample_docs``-document sample
+    of the corpus, the warm-up set its first 128 documents.
     """
     from jaxir.data import load_corpus
 
@@ -543,11 +540,13 @@ def corpus_texts(tmp: pathlib.Path, sample_docs: int, seed: int, quick: bool) ->
 
     rows = [[d.id, d.full_text] for d in load_corpus(SCIFACT).values()]
     rng = np.random.default_rng(seed)
-    sample = [rows[i] for i in sorted(rng.choice(len(rows), sample_docs, replace=False))]
+    pick = lambda items, n: [items[i] for i in sorted(rng.choice(len(items), n, replace=False))]  # noqa: E731
+    corpus = rows if docs is None or docs >= len(rows) else pick(rows, docs)
+    sample = corpus if sample_docs >= len(corpus) else pick(corpus, sample_docs)
     files = {name: tmp / f"{name}.json" for name in ("warm", "sample", "corpus")}
     files["warm"].write_text(json.dumps(sample[:128]))
     files["sample"].write_text(json.dumps(sample))
-    files["corpus"].write_text(json.dumps(sample if quick else rows))
+    files["corpus"].write_text(json.dumps(corpus))
     return {name: str(f) for name, f in files.items()}
 
 
@@ -574,10 +573,11 @@ def run_corpus(args) -> None:
     repeats = args.iters or (1 if args.quick else 2)
     dtypes = args.dtypes
     model_dir = minilm_dir()
-    sizes = {"hidden": 384, "layers": 6, "intermediate": 1536}
-    shapes = protocol.bert_gemm_shapes(64 * 256, 384, 1536) + protocol.bert_gemm_shapes(
-        args.peer_batch * 256, 384, 1536
-    )
+    sizes = sizes_of_hf(MINILM_SIZES)  # all-MiniLM-L6-v2 is MiniLM-L6-H384-shaped
+    shapes = [
+        *protocol.bert_gemm_shapes(64 * 256, sizes["hidden"], sizes["intermediate"]),
+        *protocol.bert_gemm_shapes(args.peer_batch * 256, sizes["hidden"], sizes["intermediate"]),
+    ]
     rooflines = {
         dtype: protocol.gemm_roofline(shapes, dtype, iters=2 if args.quick else 5)
         for dtype in dtypes
@@ -589,13 +589,19 @@ def run_corpus(args) -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = pathlib.Path(tmp_name)
-            texts = corpus_texts(tmp, args.sample_docs, args.seed, args.quick)
+            docs = 500 if args.quick and args.docs is None else args.docs
+            texts = corpus_texts(tmp, docs, args.sample_docs, args.seed)
             num_docs = len(json.loads(pathlib.Path(texts["corpus"]).read_text()))
+            choice = (
+                "all peer configurations timed on the corpus"
+                if args.quick
+                else f"the peer's fastest configuration per precision chosen on a "
+                f"{args.sample_docs}-document sample"
+            )
             print(
                 f"\nSciFact corpus: {num_docs} documents"
-                + (" (--quick: the seeded sample)" if args.quick else "")
-                + f"; peer configurations chosen on a {args.sample_docs}-document sample;"
-                f" {repeats} timed pass(es) per configuration over the corpus (median)"
+                + ("" if docs is None else " (a seeded sample)")
+                + f"; {choice}; {repeats} timed pass(es) per configuration (median)"
             )
             print(f"weights: {model_dir}")
             print_configs(jaxir, peers)
@@ -614,6 +620,7 @@ def run_corpus(args) -> None:
                     compile=not args.quick,
                     batch_size=args.peer_batch,
                 )
+            assert loaded[jaxir.name]["sizes"] == sizes, loaded[jaxir.name]["sizes"]
             # Warm-up (first calls, oneDNN primitives) on a few documents, then the peer
             # configurations to time on the corpus: all of them in --quick (the corpus is
             # the sample), else the fastest per precision on the sample.
@@ -773,7 +780,12 @@ def main() -> None:
         default=None,
         help="float32 (always) and bfloat16; default: float32, with --corpus or --gemm both",
     )
-    parser.add_argument("--sample-docs", type=int, default=500, help="corpus mode: sample size")
+    parser.add_argument(
+        "--docs", type=int, default=None, help="corpus mode: a seeded sample (--quick: 500)"
+    )
+    parser.add_argument(
+        "--sample-docs", type=int, default=500, help="corpus mode: where the peer's best is chosen"
+    )
     parser.add_argument("--peer-batch", type=int, default=32, help="sentence-transformers batch")
     parser.add_argument("--torch-threads", type=int, default=None, help="default: all cores")
     parser.add_argument("--seed", type=int, default=0)

@@ -328,16 +328,22 @@ def run_worker(
 SYSTEM_MALLOC = {host_memory.OPT_OUT: "1"}
 JAXIR_MALLOC = {host_memory.OPT_OUT: "1", "GLIBC_TUNABLES": host_memory.GLIBC_TUNABLES}
 
-#: (row label, worker, environment, torch.compile): jaxir as its CLI runs (its glibc
-#: settings on), then the peer's configurations: as its users run it, given jaxir's glibc
-#: settings through GLIBC_TUNABLES, and both compiled (not in --quick).
+#: (configuration, worker, environment, torch.compile): jaxir as its CLI runs (its glibc
+#: settings on), then the peer's configurations: as its users run it (the first; the parity
+#: reference), given jaxir's glibc settings through GLIBC_TUNABLES, and both compiled (not
+#: in --quick).
 RUNS = (
     ("jaxir", "jaxir", {}, False),
-    ("sentence-transformers", "peer", SYSTEM_MALLOC, False),
-    ("  same, jaxir's malloc", "peer", JAXIR_MALLOC, False),
-    ("  torch.compile", "peer", SYSTEM_MALLOC, True),
-    ("  torch.compile, jaxir's malloc", "peer", JAXIR_MALLOC, True),
+    ("glibc malloc", "peer", SYSTEM_MALLOC, False),
+    ("jaxir malloc", "peer", JAXIR_MALLOC, False),
+    ("torch.compile, glibc malloc", "peer", SYSTEM_MALLOC, True),
+    ("torch.compile, jaxir malloc", "peer", JAXIR_MALLOC, True),
 )
+PARITY_PEER = RUNS[1][0]
+
+
+def row_label(config: str) -> str:
+    return config if config == "jaxir" else f"sentence-transformers, {config}"
 
 
 def measure(
@@ -446,18 +452,18 @@ def main() -> None:
             if args.torch_threads:
                 worker_args.append(f"--torch-threads={args.torch_threads}")
             runs = {
-                label: measure(worker, env, compile, path, worker_args)
-                for label, worker, env, compile in runs_used
+                config: measure(worker, env, compile, path, worker_args)
+                for config, worker, env, compile in runs_used
             }
-            check_parity(dtype, runs["jaxir"], runs["sentence-transformers"])
+            check_parity(dtype, runs["jaxir"], runs[PARITY_PEER])
             results.append((group, dtype, runs))
     print()
-    for label, run in results[0][2].items():
-        print(f"{label.strip()} process: {run['config']}")
+    for config, run in results[0][2].items():
+        print(f"{row_label(config)} process: {run['config']}")
 
     print()
     header = (
-        f"{'setting':<30}{'framework':<32}{'wall s/step':>12}{'min..max':>16}"
+        f"{'setting':<30}{'framework':<48}{'wall s/step':>12}{'min..max':>16}"
         f"{'CPU s/step':>12}{'examples/s':>12}"
     )
     print(header)
@@ -465,21 +471,21 @@ def main() -> None:
     records = []
     for (name, _, _), (group, dtype, runs) in zip(settings, results, strict=True):
         setting = ("with hard negative" if group == 2 else "no hard negative") + f", {dtype}"
-        for i, (label, r) in enumerate(runs.items()):
-            first = setting if i == 0 else ""
+        for i, (config, r) in enumerate(runs.items()):
+            first, label = setting if i == 0 else "", row_label(config)
             if "error" in r:
-                print(f"{first:<30}{label:<32}dropped: {r['error']}")
+                print(f"{first:<30}{label:<48}dropped: {r['error']}")
                 continue
             span = f"{min(r['wall_s']):.2f}..{max(r['wall_s']):.2f}"
             print(
-                f"{first:<30}{label:<32}{r['step_s']:>12.3f}"
+                f"{first:<30}{label:<48}{r['step_s']:>12.3f}"
                 f"{span:>16}{statistics.median(r['cpu_s']):>12.2f}{r['examples_per_s']:>12.2f}"
             )
-        ours, peer = runs["jaxir"], runs["sentence-transformers"]
+        ours, peer = runs["jaxir"], runs[PARITY_PEER]
         peer_configs = {
-            label.strip(): r["examples_per_s"]
-            for label, r in runs.items()
-            if label != "jaxir" and "error" not in r
+            config: r["examples_per_s"]
+            for config, r in runs.items()
+            if config != "jaxir" and "error" not in r
         }
         best = max(peer_configs, key=peer_configs.get)
         fraction = rooflines[dtype].fraction(step_flops(group) / ours["step_s"])

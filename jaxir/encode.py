@@ -82,10 +82,18 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from jaxir import sharding
+from jaxir.data.errors import DataError
 from jaxir.data.passages import Passage, UniqueIds, split_passages
 from jaxir.data.records import Document, Query
-from jaxir.data.tokenizer import DEFAULT_BUCKETS, load_tokenizer, tokenize_texts_sorted
+from jaxir.data.tokenizer import DEFAULT_BUCKETS, tokenize_texts_sorted
 from jaxir.models import bert, hf
+from jaxir.reps.contract import (
+    EncoderContract,
+    contract_file,
+    load_tower_tokenizer,
+    read_contract,
+    sentence_transformers_defaults,
+)
 from jaxir.reps.dense import FORWARD
 from jaxir.reps.pooling import POOLINGS
 
@@ -315,27 +323,64 @@ class TextEncoder:
         return out
 
 
+def _directory_defaults(
+    path: pathlib.Path, contract: EncoderContract | None, role: str | None, model_limit: int
+) -> dict[str, Any]:
+    """What ``path`` says to encode with: its contract, else its sentence-transformers modules."""
+    if contract is not None:
+        try:
+            _, settings = contract.role(role)
+        except ValueError as e:
+            raise DataError(contract_file(path), str(e), field="roles") from None
+        return {
+            "pooling": contract.pooling,
+            "normalize": contract.normalize,
+            "max_length": settings.max_length,
+            "prefix": settings.prefix,
+        }
+    found = sentence_transformers_defaults(path)
+    if "max_length" in found:  # sentence-transformers would fail beyond the positions
+        found["max_length"] = min(found["max_length"], model_limit)
+    return found
+
+
 def load_encoder(
     path: str | os.PathLike[str],
     *,
-    pooling: str = "mean",
-    normalize: bool = False,
+    role: str | None = None,
+    pooling: str | None = None,
+    normalize: bool | None = None,
     max_length: int | None = None,
     dtype: str = "float32",
-    prefix: str = "",
+    prefix: str | None = None,
     mesh: Mesh | None = None,
 ) -> TextEncoder:
     """A :class:`TextEncoder` from a Hugging Face model directory (weights + tokenizer).
+
+    Settings left ``None`` come from the directory: a tower saved by jaxir holds its
+    serving contract (``jaxir_encoder.json``, :mod:`jaxir.reps.contract`: pooling,
+    normalization and, per role, maximum length and prefix); a sentence-transformers
+    directory its ``modules.json`` (Pooling, Normalize) and ``sentence_bert_config.json``
+    (``max_seq_length``), so ``load_encoder(d)`` encodes like ``SentenceTransformer(d)``
+    (prompts aside). Otherwise ``pooling="mean"``, ``normalize=False``, ``prefix=""``
+    and :func:`default_max_length`. Explicit arguments always win.
 
     Args:
       path: directory with ``config.json``, ``model.safetensors`` (or shards / a
         ``pytorch_model.bin``) and a tokenizer (``tokenizer.json`` or ``vocab.txt``).
         A ``*ForMaskedLM`` checkpoint works too: its MLM head is not loaded.
-      pooling, normalize, max_length, prefix, mesh: see :class:`TextEncoder`; by
-        default ``max_length`` is what the model and tokenizer support
+      role: ``"query"`` or ``"passage"``: whose prefix and maximum length to take from
+        the contract (default: the tower's only role; ``"query"`` for a tied tower
+        serving both). Ignored for a directory without a contract.
+      pooling, normalize, max_length, prefix, mesh: see :class:`TextEncoder`; without a
+        contract, ``max_length`` defaults to what the model and tokenizer support
         (:func:`default_max_length`: e.g. 512 for BERT-base, 64 for a model with 64
         positions).
       dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (parameters stay float32).
+
+    Raises:
+      DataError: the tokenizer disagrees with the contract, or the tower does not
+        serve ``role`` (naming ``jaxir_encoder.json``).
 
     ``load_encoder(d, pooling="mean").encode(texts)`` equals ``transformers`` PyTorch's
     ``AutoModel`` + mean pooling over the same tokenization (to 1e-4 in float32).
@@ -355,16 +400,33 @@ def load_encoder(
       ((2, 32), dtype('float32'), True)
       >>> load_encoder(d).max_length  # the tiny preset's 64 position embeddings
       64
+      >>> from jaxir.reps.contract import EncoderContract, RoleContract, save_contract
+      >>> _ = save_contract(d, EncoderContract("cls", True, {"query": RoleContract("q: ", 16)}))
+      >>> load_encoder(d).settings  # from jaxir_encoder.json
+      {'pooling': 'cls', 'normalize': True, 'max_length': 16, 'prefix': 'q: ', 'dtype': 'float32'}
+      >>> load_encoder(d, max_length=24, normalize=False).settings  # explicit arguments win
+      {'pooling': 'cls', 'normalize': False, 'max_length': 24, 'prefix': 'q: ', 'dtype': 'float32'}
     """
+    path = pathlib.Path(path)
     model = hf.load_pretrained(path, dtype=dtype, mlm_head=False)
-    tokenizer = load_tokenizer(path)
+    contract = read_contract(path)
+    tokenizer = load_tower_tokenizer(path, contract)
+    found = _directory_defaults(path, contract, role, default_max_length(model.config, tokenizer))
+    if pooling is None:
+        pooling = found.get("pooling", "mean")
+        if pooling not in POOLINGS:
+            raise DataError(
+                path / "modules.json",
+                f"its Pooling module pools by {pooling!r}, which jaxir does not implement "
+                f"({', '.join(POOLINGS)}); pass pooling= explicitly",
+            )
     return TextEncoder(
         model,
         tokenizer,
         pooling=pooling,
-        normalize=normalize,
-        max_length=max_length,
-        prefix=prefix,
+        normalize=found.get("normalize", False) if normalize is None else normalize,
+        max_length=found.get("max_length") if max_length is None else max_length,
+        prefix=found.get("prefix", "") if prefix is None else prefix,
         mesh=mesh,
     )
 

@@ -5,8 +5,8 @@ A bundle is what ``jaxir export`` writes and ``jaxir search BUNDLE "query"`` rea
     manifest.json     format, versions, encoder contract, index kind, sizes, metrics,
                       and every other file with its size and SHA-256
     query_encoder/    Hugging Face directory of the query tower (config.json,
-                      model.safetensors, tokenizer files, jaxir_tokenizer.json);
-                      a tied dual encoder's single tower
+                      model.safetensors, tokenizer files, jaxir_encoder.json restricted
+                      to the query role); a tied dual encoder's single tower
     index/            a saved searcher (ScaNN by default, exact allowed): searcher.json + data
     doc_ids.txt       N document ids, one a line; row i of the index is line i
     corpus.jsonl[.gz] optional: the documents, so search results can show their text
@@ -77,13 +77,13 @@ import transformers
 
 import jaxir
 from jaxir.data.runs import Run
-from jaxir.data.tokenizer import CONTRACT_FILE, load_tokenizer, save_tokenizer_contract
-from jaxir.data.tokenizer import tokenizer_contract as describe_tokenizer
+from jaxir.data.tokenizer import CONTRACT_FILE as TOKENIZER_CONTRACT_FILE
 from jaxir.encode import EmbeddingStore, TextEncoder, load_embeddings, load_encoder
 from jaxir.index import ExactSearcher, Searcher, load_searcher
 from jaxir.index.base import SEARCHERS_FOR, check_searcher_kind, file_sha256
 from jaxir.models import hf
-from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, load_spec
+from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, load_spec, tower_contracts
+from jaxir.reps.contract import CONTRACT_FILE, load_tower_tokenizer, save_contract
 from jaxir.reps.kinds import DEFAULT_KIND, read_kind
 from jaxir.search.retrieve import max_rows_per_doc, retrieve
 
@@ -123,7 +123,8 @@ def _resolve_model(
                 "export_bundle: a DualEncoder object needs tokenizer= (the tokenizer it was "
                 "trained with); or pass the model directory written by save_dual_encoder"
             )
-        return model.spec, model, tokenizer
+        spec = dataclasses.replace(model.spec, temperature=model.temperature())
+        return spec, model, tokenizer
     root = pathlib.Path(model)
     spec = load_spec(root)
     tower = root / "query"
@@ -132,7 +133,7 @@ def _resolve_model(
             f"{tower / 'config.json'}: missing; {root} is not a complete dual-encoder directory "
             "(save it with jaxir.models.dual_encoder.save_dual_encoder)"
         )
-    return spec, tower, tokenizer if tokenizer is not None else load_tokenizer(tower)
+    return spec, tower, tokenizer if tokenizer is not None else load_tower_tokenizer(tower)
 
 
 def _hidden_size(tower: pathlib.Path | DualEncoder) -> int:
@@ -226,8 +227,8 @@ def export_bundle(
 
     Args:
       model: a dual-encoder directory (``save_dual_encoder``: ``query/`` with its
-        tokenizer, ``dual_encoder.json``) or a :class:`DualEncoder` object (then pass
-        ``tokenizer``). Only the query tower is exported.
+        tokenizer and ``jaxir_encoder.json``) or a :class:`DualEncoder` object (then
+        pass ``tokenizer``). Only the query tower is exported.
       embeddings: the document embedding store (directory or :class:`EmbeddingStore`)
         encoded by this model's passage tower; its pooling and normalization must match
         the model's spec.
@@ -261,15 +262,10 @@ def export_bundle(
     if isinstance(tower, DualEncoder):
         hf.save_pretrained(tower.query_encoder, encoder_dir)
     else:
-        shutil.copytree(tower, encoder_dir, ignore=shutil.ignore_patterns(CONTRACT_FILE))
+        ignore = shutil.ignore_patterns(CONTRACT_FILE, TOKENIZER_CONTRACT_FILE)
+        shutil.copytree(tower, encoder_dir, ignore=ignore)
     tokenizer.save_pretrained(encoder_dir)
-    contract = describe_tokenizer(
-        tokenizer,
-        max_length=spec.query_max_length,
-        query_prefix=spec.query_prefix,
-        document_prefix=spec.passage_prefix,
-    )
-    save_tokenizer_contract(encoder_dir, **dataclasses.asdict(contract))
+    save_contract(encoder_dir, tower_contracts(spec, tokenizer)["query"].with_roles("query"))
 
     searcher = _build_searcher(index, np.asarray(store.vectors), index_options or {})
     searcher.save(out / INDEX)

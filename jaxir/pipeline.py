@@ -29,6 +29,7 @@ from jaxir.export import export_bundle, load_bundle
 from jaxir.index.base import recall_against
 from jaxir.index.exact import ExactSearcher
 from jaxir.models.dual_encoder import load_dual_encoder
+from jaxir.reps.contract import load_tower_tokenizer
 from jaxir.search.retrieve import tower_encoders
 from jaxir.training.loop import train
 
@@ -85,7 +86,7 @@ def quickstart(
     beir = trained.data_dir
     test = data_lib.load_beir(beir, config.data.eval_split, allow_empty_docs=True)
     model = load_dual_encoder(trained.model_dir)
-    tokenizer = data_lib.load_tokenizer(trained.model_dir / "query")
+    tokenizer = load_tower_tokenizer(trained.model_dir / "query")
     _, passage_encoder = tower_encoders(model, tokenizer)
     documents = data_lib.iter_corpus(beir)
     if config.index.split_documents:  # MaxP: rows are passages, several per document id

@@ -12,6 +12,7 @@ from flax import nnx
 
 from jaxir import sharding
 from jaxir.cli.main import main
+from jaxir.data.errors import DataError
 from jaxir.data.records import Document, Query, iter_corpus, write_corpus, write_queries
 from jaxir.encode import (
     MANIFEST,
@@ -318,7 +319,49 @@ def test_cli_max_length_defaults_to_the_model_limit(model_dir, tmp_path, capsys)
     with pytest.raises(SystemExit):
         main(["encode", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "default: what the model supports" in help_text and "model_max_length" in help_text
+    assert "else what the model supports" in help_text and "model_max_length" in help_text
+
+
+def sentence_transformers_dir(model_dir, out, pooling_modes, max_seq_length):
+    """``model_dir`` as sentence-transformers saves it: Transformer, Pooling, Normalize."""
+    st = shutil.copytree(model_dir, out)
+    kinds = ["Transformer", "Pooling", "Normalize"]
+    paths = ["", "1_Pooling", "2_Normalize"]
+    modules = [
+        {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for i, (kind, path) in enumerate(zip(kinds, paths, strict=True))
+    ]
+    (st / "modules.json").write_text(json.dumps(modules))
+    (st / "1_Pooling").mkdir()
+    flags = {f"pooling_mode_{mode}": True for mode in pooling_modes}
+    (st / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_mean_tokens": False} | flags)
+    )
+    (st / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
+    return st
+
+
+def test_sentence_transformers_directory_gives_the_defaults(model_dir, tmp_path):
+    st = sentence_transformers_dir(model_dir, tmp_path / "st", ["cls_token"], 24)
+    assert load_encoder(st).settings == {
+        "pooling": "cls",
+        "normalize": True,
+        "max_length": 24,
+        "prefix": "",
+        "dtype": "float32",
+    }
+    explicit = load_encoder(st, pooling="mean", normalize=False, max_length=8).settings
+    assert (explicit["pooling"], explicit["normalize"], explicit["max_length"]) == (
+        "mean",
+        False,
+        8,
+    )
+    # Beyond the model's 64 positions the limit wins; a pooling jaxir lacks is named.
+    other = sentence_transformers_dir(model_dir, tmp_path / "w", ["weightedmean_tokens"], 512)
+    with pytest.raises(DataError) as info:
+        load_encoder(other)
+    assert str(other / "modules.json") in str(info.value) and "'weightedmean'" in str(info.value)
+    assert load_encoder(other, pooling="max").max_length == 64
 
 
 # --------------------------------------------------------------------------- duplicate ids

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from jaxir.data.synthetic import make_collection
-from jaxir.encode import encode_corpus
+from jaxir.encode import encode_corpus, load_encoder
 from jaxir.export import BUNDLE_VERSION, BundleError, export_bundle, load_bundle
 from jaxir.index import load_searcher
+from jaxir.reps.contract import read_contract
 from jaxir.search import dense_search_run, retrieve, tower_encoders
 from tests.search.tiny import bert_tokenizer, save_tiny_dual_encoder, tiny_dual_encoder
 
@@ -71,8 +72,17 @@ def test_round_trip_equals_direct_search(parts, exact_bundle):
     assert {
         "doc_ids.txt",
         "query_encoder/model.safetensors",
-        "query_encoder/jaxir_tokenizer.json",
+        "query_encoder/jaxir_encoder.json",
     } <= listed
+    assert not [f for f in listed if f.endswith(("jaxir_tokenizer.json", "dual_encoder.json"))]
+
+
+def test_bundle_query_encoder_contract_is_the_query_role(parts, exact_bundle):
+    model_dir, *_ = parts
+    contract = read_contract(exact_bundle / "query_encoder")
+    assert contract == read_contract(model_dir / "query").with_roles("query")
+    assert list(contract.roles) == ["query"] and contract.temperature == pytest.approx(0.05)
+    assert load_bundle(exact_bundle).encoder.settings == load_encoder(model_dir / "query").settings
 
 
 def test_scann_bundle_equals_its_searcher(parts, tmp_path):

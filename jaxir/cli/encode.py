@@ -3,7 +3,8 @@
 Reads documents from a BEIR dataset directory (corpus.jsonl[.gz] / queries.jsonl[.gz])
 or a JSONL file ({"_id", "title", "text"} a line; a document's text is
 title + " " + text), embeds them with a Hugging Face-layout encoder directory
-(config.json + model.safetensors + tokenizer) and writes:
+(config.json + model.safetensors + tokenizer) or a jaxir dual-encoder directory (its
+passage tower for a corpus, its query tower for queries) and writes:
 
   OUT/manifest.json      format, dim, count, shard list, encoder settings
   OUT/vectors-00000.npy  float32 [n, dim] per shard (np.load(..., mmap_mode="r"))
@@ -14,8 +15,14 @@ again with the same arguments (--no-resume starts over). Read the result with
 jaxir.encode.load_embeddings(OUT). With several devices, batches are split over all
 of them. Ids must be unique: a repeated _id is reported with its file and both lines.
 
+Pooling, normalization, maximum length and prefix default to the tower's serving
+contract (jaxir_encoder.json: the passage role for a corpus, the query role for
+queries), else to a sentence-transformers directory's settings, else to mean pooling,
+no normalization, the model's length limit and no prefix; flags override them.
+
 Example:
-  jaxir encode --model runs/d1/export/model --data ../shared/data/scifact \\
+  jaxir encode --model runs/d1/model --data ../shared/data/scifact --out emb/scifact
+  jaxir encode --model path/to/hf-model --data ../shared/data/scifact \\
       --out emb/scifact --pooling mean --normalize --max-length 256
   # long documents: one row per 256-token passage, a document scores its best (MaxP)
   jaxir encode ... --split-documents --stride 128
@@ -38,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         type=pathlib.Path,
         metavar="DIR",
-        help="encoder directory: config.json, model.safetensors and tokenizer files",
+        help="encoder directory (config.json, model.safetensors, tokenizer files) or a "
+        "dual-encoder directory (query/ [+ passage/])",
     )
     parser.add_argument(
         "--data",
@@ -59,11 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pooling",
         choices=("mean", "cls", "last", "max"),
-        default="mean",
-        help="how token vectors become one vector (default: %(default)s)",
+        default=None,
+        help="how token vectors become one vector (default: the model's contract, else mean)",
     )
     parser.add_argument(
-        "--normalize", action="store_true", help="L2-normalize vectors (cosine = dot product)"
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="L2-normalize vectors, cosine = dot product (default: the model's contract, else no)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=64, help="texts per forward pass (default: %(default)s)"
@@ -74,8 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="TOKENS",
         help="tokens per text, special tokens included; longer texts are truncated "
-        "(default: what the model supports, the smaller of its position embeddings and "
-        "the tokenizer's model_max_length)",
+        "(default: the model's contract, else what the model supports, the smaller of its "
+        "position embeddings and the tokenizer's model_max_length)",
     )
     parser.add_argument(
         "--split-documents",
@@ -100,8 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefix",
         default=None,
-        help="text prepended to every input (e.g. 'query: '); default: the query/document "
-        "prefix of the model's jaxir_tokenizer.json, else none",
+        help="text prepended to every input (e.g. 'query: '); default: the query/passage "
+        "prefix of the model's contract (jaxir_encoder.json), else none",
     )
     parser.add_argument(
         "--no-resume",
@@ -164,15 +175,6 @@ def _duplicate_error(file: pathlib.Path, error):
     )
 
 
-def _default_prefix(model: pathlib.Path, what: str) -> str:
-    from jaxir.data.tokenizer import CONTRACT_FILE, load_tokenizer_contract
-
-    if not (model / CONTRACT_FILE).is_file():
-        return ""
-    contract = load_tokenizer_contract(model)
-    return contract.document_prefix if what == "corpus" else contract.query_prefix
-
-
 def _stored_count(out: pathlib.Path) -> int:
     """Embeddings already in a store at ``out`` (0 if there is none)."""
     try:
@@ -188,18 +190,21 @@ def run(args: argparse.Namespace) -> int:
     from jaxir import sharding
     from jaxir.data.passages import DuplicateIdError
     from jaxir.encode import encode_corpus, load_encoder
+    from jaxir.models.dual_encoder import is_dual_encoder_dir, tower_dir
 
     if args.split_documents and args.what != "corpus":
         raise ValueError("--split-documents applies to --what corpus only (queries are not split)")
-    prefix = _default_prefix(args.model, args.what) if args.prefix is None else args.prefix
+    role = "passage" if args.what == "corpus" else "query"
+    model = tower_dir(args.model, role) if is_dual_encoder_dir(args.model) else args.model
     mesh = sharding.make_mesh(data=-1) if jax.device_count() > 1 else None
     encoder = load_encoder(
-        args.model,
+        model,
+        role=role,
         pooling=args.pooling,
         normalize=args.normalize,
         max_length=args.max_length,
         dtype=args.dtype,
-        prefix=prefix,
+        prefix=args.prefix,
         mesh=mesh,
     )
     records, total, file = _records(args.data, args.what)

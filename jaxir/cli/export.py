@@ -1,7 +1,7 @@
 """Package a trained dual encoder and its document index as a serving bundle.
 
-Input: a dual-encoder model directory (query/ [+ passage/] Hugging Face towers with
-their tokenizer, dual_encoder.json), or a `jaxir train` workdir, in which case
+Input: a dual-encoder model directory (query/ [+ passage/] Hugging Face towers, each
+with its tokenizer and jaxir_encoder.json), or a `jaxir train` workdir, in which case
 WORKDIR/model is the model and WORKDIR/embeddings the default embedding store (the
 layout `jaxir train` writes today; pass both paths explicitly if yours differs). The
 embedding store (written by `jaxir encode` with the model's passage tower) must use
@@ -12,7 +12,7 @@ Output: the bundle directory
   OUT/manifest.json    format + bundle version, jaxir version, creation time, encoder
                        contract, index kind, num_docs, dim, metrics, every file with
                        its size and SHA-256 (checked by `jaxir search` on load)
-  OUT/query_encoder/   the query tower + tokenizer + jaxir_tokenizer.json
+  OUT/query_encoder/   the query tower + tokenizer + jaxir_encoder.json (query role)
   OUT/index/           the saved ScaNN (default) or exact searcher
   OUT/doc_ids.txt      one document id a line, in index row order
   OUT/corpus.jsonl     only with --corpus: lets `jaxir search` print document text
@@ -81,16 +81,18 @@ def resolve_inputs(
     model: pathlib.Path, embeddings: pathlib.Path | None
 ) -> tuple[pathlib.Path, pathlib.Path]:
     """``(model dir, embeddings dir)``: a train workdir's ``model/`` and ``embeddings/`` as defaults."""
-    from jaxir.models.dual_encoder import SPEC_FILE
+    from jaxir.models.dual_encoder import is_dual_encoder_dir
+    from jaxir.reps.contract import CONTRACT_FILE
 
-    if not (model / SPEC_FILE).is_file() and (model / "model" / SPEC_FILE).is_file():
+    if not is_dual_encoder_dir(model) and is_dual_encoder_dir(model / "model"):
         if embeddings is None:
             embeddings = model / "embeddings"
         model = model / "model"
-    elif not (model / SPEC_FILE).is_file():
+    elif not is_dual_encoder_dir(model):
         raise FileNotFoundError(
-            f"{model / SPEC_FILE}: not found, nor {model / 'model' / SPEC_FILE}; pass a "
-            "dual-encoder model directory or a train workdir holding model/"
+            f"{model / 'query' / CONTRACT_FILE}: not found, nor "
+            f"{model / 'model' / 'query' / CONTRACT_FILE}; pass a dual-encoder model "
+            "directory or a train workdir holding model/"
         )
     if embeddings is None:
         raise ValueError(

@@ -8,11 +8,12 @@ per query with a positive: its positives plus the mined negatives, as text-form 
 
 Negatives come from one of:
   --negatives bm25   BM25 (bm25s) over the corpus: lexical hard negatives;
-  --model DIR        a dense model: a jaxir dual-encoder directory (dual_encoder.json +
-                     query/ [+ passage/]), a `jaxir train` workdir holding model/, or a
-                     Hugging Face encoder directory (config.json, weights, tokenizer;
-                     --pooling / --normalize set how it embeds). The corpus is encoded
-                     and searched exactly on device (ANCE-style negatives).
+  --model DIR        a dense model: a jaxir dual-encoder directory (query/ [+ passage/],
+                     each with jaxir_encoder.json), a `jaxir train` workdir holding
+                     model/, or a Hugging Face encoder directory (config.json, weights,
+                     tokenizer; its jaxir_encoder.json, if any, or --pooling /
+                     --normalize set how it embeds). The corpus is encoded and searched
+                     exactly on device (ANCE-style negatives).
 
 Likely false negatives (relevant but unjudged documents) are kept out by the rank
 window (skip the top ranks), by --margin (drop a candidate scoring at least the
@@ -136,9 +137,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=None,
         metavar="TOKENS",
-        help="tokens per document (longer ones are truncated); default: the dual encoder's "
-        "passage_max_length; for a Hugging Face encoder (queries too) 256, or its position limit "
-        "if smaller",
+        help="tokens per document (longer ones are truncated); default: the passage role's "
+        "max_length in the model's jaxir_encoder.json; for a Hugging Face encoder without one "
+        "(queries too) 256, or its position limit if smaller",
     )
     dense.add_argument(
         "--batch-size",
@@ -150,13 +151,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pooling",
         choices=("mean", "cls", "last", "max"),
         default=None,
-        help="Hugging Face encoders only: token vectors -> one vector (default: mean); a dual "
-        "encoder's dual_encoder.json decides",
+        help="Hugging Face encoders only: token vectors -> one vector (default: the "
+        "encoder's jaxir_encoder.json, else mean); a dual encoder's contract decides",
     )
     dense.add_argument(
         "--normalize",
-        action="store_true",
-        help="Hugging Face encoders only: L2-normalize vectors (cosine scores)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Hugging Face encoders only: L2-normalize vectors, cosine scores (default: the "
+        "encoder's jaxir_encoder.json, else no)",
     )
     dense.add_argument(
         "--dtype",
@@ -187,7 +190,7 @@ def _check_args(args: argparse.Namespace) -> None:
             for flag, value in (
                 ("--max-length", args.max_length),
                 ("--pooling", args.pooling),
-                ("--normalize", args.normalize or None),
+                ("--normalize", args.normalize),
                 ("--teacher-run", args.teacher_run),
                 ("--teacher-threshold", args.teacher_threshold),
             )
@@ -218,58 +221,76 @@ def _model_encoders(path: pathlib.Path, args: argparse.Namespace):
     import jax
 
     from jaxir import sharding
-    from jaxir.data.tokenizer import CONTRACT_FILE, load_tokenizer, load_tokenizer_contract
+    from jaxir.data.errors import DataError
     from jaxir.encode import TextEncoder
     from jaxir.models import hf
-    from jaxir.models.dual_encoder import SPEC_FILE, load_dual_encoder
+    from jaxir.models.dual_encoder import is_dual_encoder_dir, load_dual_encoder
+    from jaxir.reps.contract import (
+        CONTRACT_FILE,
+        contract_file,
+        load_tower_tokenizer,
+        read_contract,
+    )
     from jaxir.search.retrieve import tower_encoders
 
     kinds = (
-        f"a jaxir dual-encoder directory ({SPEC_FILE}), a `jaxir train` workdir holding "
-        "model/, or a Hugging Face encoder directory (config.json + weights + tokenizer)"
+        f"a jaxir dual-encoder directory (query/{CONTRACT_FILE}), a `jaxir train` workdir "
+        "holding model/, or a Hugging Face encoder directory (config.json + weights + tokenizer)"
     )
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such model directory; pass {kinds}")
     root = path
-    if not (root / SPEC_FILE).is_file() and (root / "model" / SPEC_FILE).is_file():
+    if not is_dual_encoder_dir(root) and is_dual_encoder_dir(root / "model"):
         root = root / "model"
     mesh = sharding.make_mesh(data=-1) if jax.device_count() > 1 else None
-    if (root / SPEC_FILE).is_file():
-        if args.pooling is not None or args.normalize:
+    if is_dual_encoder_dir(root):
+        if args.pooling is not None or args.normalize is not None:
             raise ValueError(
-                f"--pooling / --normalize are for Hugging Face encoders; {root / SPEC_FILE} "
-                "sets the dual encoder's pooling and normalization"
+                f"--pooling / --normalize are for Hugging Face encoders; "
+                f"{contract_file(root / 'query')} sets the dual encoder's pooling and "
+                "normalization"
             )
         model = load_dual_encoder(root, dtype=args.dtype)
-        query, passage = tower_encoders(model, load_tokenizer(root / "query"), mesh=mesh)
+        query, passage = tower_encoders(model, load_tower_tokenizer(root / "query"), mesh=mesh)
         length = args.max_length or model.spec.passage_max_length
         spec = model.spec
         what = f"dual encoder {root} ({spec.pooling} pooling{', normalized' if spec.normalize else ''})"
         return query, passage, length, what
     if not (root / "config.json").is_file():
         raise FileNotFoundError(
-            f"{root / SPEC_FILE}: not found, nor {root / 'model' / SPEC_FILE} or "
-            f"{root / 'config.json'}; pass {kinds}"
+            f"{root / 'config.json'}: not found, nor {root / 'query' / CONTRACT_FILE} or "
+            f"{root / 'model' / 'query' / CONTRACT_FILE}; pass {kinds}"
         )
-    contract = load_tokenizer_contract(root) if (root / CONTRACT_FILE).is_file() else None
+    contract = read_contract(root)
     encoder = hf.load_pretrained(root, dtype=args.dtype, mlm_head=False)
     config = encoder.config
-    pooling = args.pooling or "mean"
-    length = args.max_length or min(256, config.max_positions - (config.position_offset or 0))
-    tokenizer = load_tokenizer(root)
+    tokenizer = load_tower_tokenizer(root, contract)
+    if contract is None:  # queries and documents alike
+        length = args.max_length or min(256, config.max_positions - (config.position_offset or 0))
+        roles = {"query": ("", length), "passage": ("", length)}
+        pooling, normalize = args.pooling or "mean", bool(args.normalize)
+    else:  # a tower saved by jaxir: both roles from its contract, --max-length for documents
+        try:
+            settings = {role: contract.role(role)[1] for role in ("query", "passage")}
+        except ValueError as e:
+            raise DataError(contract_file(root), str(e), field="roles") from None
+        roles = {role: (r.prefix, r.max_length) for role, r in settings.items()}
+        length = args.max_length or settings["passage"].max_length
+        pooling = args.pooling or contract.pooling
+        normalize = contract.normalize if args.normalize is None else args.normalize
     query, passage = (
         TextEncoder(
             encoder,
             tokenizer,
             pooling=pooling,
-            normalize=args.normalize,
-            max_length=length,
-            prefix=(getattr(contract, field) if contract else ""),
+            normalize=normalize,
+            max_length=max_length,
+            prefix=prefix,
             mesh=mesh,
         )
-        for field in ("query_prefix", "document_prefix")
+        for prefix, max_length in roles.values()
     )
-    what = f"encoder {root} ({pooling} pooling{', normalized' if args.normalize else ''})"
+    what = f"encoder {root} ({pooling} pooling{', normalized' if normalize else ''})"
     return query, passage, length, what
 
 

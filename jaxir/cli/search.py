@@ -9,9 +9,10 @@ RUN, every query is searched and the run is written as a 6-column TREC file
 (query_id Q0 doc_id rank score tag) for `jaxir evaluate`. --qrels restricts the
 queries to those judged in a qrels file (e.g. the test split). The searcher comes
 from a BUNDLE, or from the parts:
-  --model DIR       a dual-encoder directory (its query tower and spec are used) or a
-                    Hugging Face encoder directory (pooling, normalization and max
-                    length then come from the embedding store's manifest)
+  --model DIR       a dual-encoder directory or a tower directory (its query role's
+                    contract, jaxir_encoder.json, is used), or a plain Hugging Face
+                    encoder directory (pooling, normalization and max length then come
+                    from the embedding store's manifest)
   --index DIR       a saved searcher (`jaxir index`)
   --embeddings DIR  the embedding store the index was built from (for the doc ids)
 
@@ -75,31 +76,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parts.add_argument("--embeddings", type=pathlib.Path, metavar="DIR", help="embedding store")
 
 
-def _encoder_from_model(model: pathlib.Path, store_settings: dict):
-    """Query TextEncoder of a dual-encoder directory or an HF encoder directory."""
-    from jaxir.data.tokenizer import CONTRACT_FILE, load_tokenizer_contract
+def _encoder_from_model(model: pathlib.Path, store: pathlib.Path, store_settings: dict):
+    """Query TextEncoder of a dual-encoder, tower or plain Hugging Face directory."""
     from jaxir.encode import load_encoder
-    from jaxir.models.dual_encoder import SPEC_FILE, load_spec
+    from jaxir.models.dual_encoder import is_dual_encoder_dir
+    from jaxir.reps.contract import read_contract
 
-    if (model / SPEC_FILE).is_file():
-        spec = load_spec(model)
+    if is_dual_encoder_dir(model):
+        model = model / "query"
+    if read_contract(model) is None:  # documents' settings; queries get no prefix
         return load_encoder(
-            model / "query",
-            pooling=spec.pooling,
-            normalize=spec.normalize,
-            max_length=spec.query_max_length,
-            prefix=spec.query_prefix,
+            model,
+            pooling=store_settings["pooling"],
+            normalize=store_settings["normalize"],
+            max_length=store_settings["max_length"],
         )
-    prefix = ""
-    if (model / CONTRACT_FILE).is_file():
-        prefix = load_tokenizer_contract(model).query_prefix
-    return load_encoder(
-        model,
-        pooling=store_settings["pooling"],
-        normalize=store_settings["normalize"],
-        max_length=store_settings["max_length"],
-        prefix=prefix,
-    )
+    encoder = load_encoder(model, role="query")
+    for name in ("pooling", "normalize"):
+        if store_settings.get(name) != getattr(encoder, name):
+            raise ValueError(
+                f'{store / "manifest.json"}: field "encoder.{name}" is '
+                f"{store_settings.get(name)!r} but {model} encodes queries with "
+                f"{getattr(encoder, name)!r}; pass the embeddings this model encoded"
+            )
+    return encoder
 
 
 def _open(args: argparse.Namespace):
@@ -136,7 +136,7 @@ def _open(args: argparse.Namespace):
             f"{args.embeddings} holds {len(store)} x {store.dim}; pass the store the index was "
             "built from"
         )
-    encoder = _encoder_from_model(args.model, store.manifest["encoder"])
+    encoder = _encoder_from_model(args.model, args.embeddings, store.manifest["encoder"])
 
     def search(queries, k):
         return retrieve(encoder, searcher, store.ids, queries, k, batch_size=args.batch_size)

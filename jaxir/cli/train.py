@@ -7,7 +7,7 @@ RNG, data position, config -- is checkpointed under WORKDIR/checkpoints, so afte
 crash or preemption the identical command continues where it stopped.
 
 Outputs in WORKDIR: metrics.jsonl, tensorboard/, checkpoints/, groups.jsonl (training
-groups with BM25 hard negatives), model/ (Hugging Face towers + dual_encoder.json).
+groups with BM25 hard negatives), model/ (Hugging Face towers, each with jaxir_encoder.json).
 
 Example:
   jaxir train --config configs/dense_scifact.py --workdir runs/d1

@@ -1,4 +1,4 @@
-"""Tokenizers from local directories, the exported tokenizer contract, and length buckets.
+"""Tokenizers from local directories, the tokenizer check, and length buckets.
 
 **Loading.** :func:`load_tokenizer` reads a directory holding ``tokenizer.json`` (any
 Hugging Face fast tokenizer) or only a BERT ``vocab.txt``. It never downloads. With
@@ -7,11 +7,14 @@ a 5-token vocabulary, so the vocab-only path always goes through
 ``from_pretrained(dir)`` and checks that the tokenizer size equals the number of lines
 in ``vocab.txt``.
 
-**Contract.** Next to an exported model, ``jaxir_tokenizer.json`` records what the model
-was trained with: maximum length, special tokens, lowercasing and query/document
-prefixes (:func:`save_tokenizer_contract`). :func:`load_tokenizer` checks a tokenizer
-against it, so serving with a different tokenizer fails loudly instead of silently
-returning bad rankings.
+**Check.** A model depends on its tokenizer's special tokens, vocabulary size and
+lowercasing: :func:`tokenizer_contract` describes them, :func:`check_tokenizer_contract`
+raises if a tokenizer disagrees, so serving with a different tokenizer fails loudly
+instead of silently returning bad rankings. A tower saved by jaxir records them in its
+serving contract (``jaxir_encoder.json``, :mod:`jaxir.reps.contract`, which checks
+them on load). Towers saved by older jaxir versions hold ``jaxir_tokenizer.json``
+instead (:data:`CONTRACT_FILE`, read by :func:`load_tokenizer_contract`; no longer
+written): :func:`load_tokenizer` checks a tokenizer against it.
 
 **Length buckets** (static shapes, DESIGN principle 9). Every batch is padded to the
 smallest bucket length that fits its longest text (capped at ``max_length``), and
@@ -54,7 +57,6 @@ __all__ = [
     "load_tokenizer",
     "load_tokenizer_contract",
     "pad_batch_rows",
-    "save_tokenizer_contract",
     "tokenize_texts_sorted",
     "tokenizer_contract",
 ]
@@ -63,6 +65,7 @@ DEFAULT_BUCKETS: tuple[int, ...] = (32, 64, 128, 256, 512)
 """Sequence lengths batches are padded to (each capped at ``max_length``)."""
 
 CONTRACT_FILE = "jaxir_tokenizer.json"
+"""The tokenizer contract older jaxir versions saved per tower (read, no longer written)."""
 _CONTRACT_FORMAT = "jaxir_tokenizer/1"
 
 Batch = dict[str, np.ndarray]
@@ -78,8 +81,10 @@ def load_tokenizer(
     Args:
       path: a directory with ``tokenizer.json`` (loaded like ``AutoTokenizer`` does) or
         only ``vocab.txt`` (loaded as a BERT WordPiece tokenizer).
-      check_contract: if the directory holds ``jaxir_tokenizer.json``, fill in special
-        tokens the tokenizer lacks from it and raise if the tokenizer disagrees with it.
+      check_contract: if the directory holds ``jaxir_tokenizer.json`` (an older jaxir's
+        tower), fill in special tokens the tokenizer lacks from it and raise if the
+        tokenizer disagrees with it. (A current tower's ``jaxir_encoder.json`` is
+        checked by :func:`jaxir.reps.contract.load_tower_tokenizer`.)
 
     Raises DataError if the directory has neither file, if a ``vocab.txt`` tokenizer's
     size differs from the file's line count, or if the contract check fails.
@@ -152,7 +157,7 @@ def _tokenizer_class(root: pathlib.Path) -> type:
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerContract:
-    """Tokenizer settings a trained model depends on (saved as ``jaxir_tokenizer.json``).
+    """Tokenizer settings a trained model depends on (the fields of ``jaxir_tokenizer.json``).
 
     Attributes:
       max_length: longest token sequence (special tokens included) the model was
@@ -185,13 +190,9 @@ def _lowercases(tokenizer: transformers.PreTrainedTokenizerBase) -> bool:
 
 
 def tokenizer_contract(
-    tokenizer: transformers.PreTrainedTokenizerBase,
-    *,
-    max_length: int,
-    query_prefix: str = "",
-    document_prefix: str = "",
+    tokenizer: transformers.PreTrainedTokenizerBase, *, max_length: int
 ) -> TokenizerContract:
-    """Describe ``tokenizer`` as a :class:`TokenizerContract` (to save with a model)."""
+    """Describe ``tokenizer`` as a :class:`TokenizerContract` (no prefixes)."""
     return TokenizerContract(
         max_length=max_length,
         pad_token=tokenizer.pad_token,
@@ -200,70 +201,20 @@ def tokenizer_contract(
         unk_token=tokenizer.unk_token,
         mask_token=tokenizer.mask_token,
         lowercase=_lowercases(tokenizer),
-        query_prefix=query_prefix,
-        document_prefix=document_prefix,
         vocab_size=len(tokenizer),
     )
 
 
-def save_tokenizer_contract(
-    directory: PathLike,
-    *,
-    max_length: int,
-    pad_token: str | None,
-    cls_token: str | None,
-    sep_token: str | None,
-    lowercase: bool,
-    unk_token: str | None = None,
-    mask_token: str | None = None,
-    query_prefix: str = "",
-    document_prefix: str = "",
-    vocab_size: int | None = None,
-) -> TokenizerContract:
-    """Write ``directory/jaxir_tokenizer.json`` and return the contract it holds.
-
-    Pass ``**dataclasses.asdict(tokenizer_contract(tok, max_length=...))`` to save
-    what a tokenizer does.
-
-    >>> import tempfile
-    >>> d = tempfile.mkdtemp()
-    >>> c = save_tokenizer_contract(d, max_length=128, pad_token="[PAD]", cls_token="[CLS]",
-    ...                             sep_token="[SEP]", lowercase=True, query_prefix="query: ")
-    >>> load_tokenizer_contract(d) == c
-    True
-    """
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
-    contract = TokenizerContract(
-        max_length=max_length,
-        pad_token=pad_token,
-        cls_token=cls_token,
-        sep_token=sep_token,
-        lowercase=lowercase,
-        unk_token=unk_token,
-        mask_token=mask_token,
-        query_prefix=query_prefix,
-        document_prefix=document_prefix,
-        vocab_size=vocab_size,
-    )
-    path = pathlib.Path(directory) / CONTRACT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": _CONTRACT_FORMAT, **dataclasses.asdict(contract)}
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return contract
-
-
 def load_tokenizer_contract(directory: PathLike) -> TokenizerContract:
-    """Read ``directory/jaxir_tokenizer.json``; DataError names a missing or bad field."""
+    """Read an older jaxir tower's ``directory/jaxir_tokenizer.json``; DataError names a bad field."""
     path = pathlib.Path(directory) / CONTRACT_FILE
+    fix = "re-save the model with this jaxir (it writes jaxir_encoder.json instead)"
     if not path.is_file():
-        raise DataError(path, "no such file; save one with save_tokenizer_contract")
+        raise DataError(path, "no such file")
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(
-            path, f"not valid JSON ({e}); rewrite it with save_tokenizer_contract"
-        ) from None
+        raise DataError(path, f"not valid JSON ({e}); {fix}") from None
     if not isinstance(obj, dict) or obj.get("format") != _CONTRACT_FORMAT:
         raise DataError(
             path, f'expected an object with "format": "{_CONTRACT_FORMAT}"', field="format"
@@ -272,9 +223,7 @@ def load_tokenizer_contract(directory: PathLike) -> TokenizerContract:
     for f in dataclasses.fields(TokenizerContract):
         if f.name not in obj:
             if f.default is dataclasses.MISSING:
-                raise DataError(
-                    path, "missing; rewrite the file with save_tokenizer_contract", field=f.name
-                )
+                raise DataError(path, f"missing; {fix}", field=f.name)
             continue
         value = obj[f.name]
         expected = {"max_length": int, "lowercase": bool, "vocab_size": int}.get(f.name, str)

@@ -38,7 +38,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxir.data.pipeline import TrainingData
-from jaxir.data.tokenizer import save_tokenizer_contract, tokenizer_contract
 from jaxir.losses.contrastive import in_batch_softmax
 from jaxir.losses.distill import kl_distill, margin_mse
 from jaxir.models import hf
@@ -270,15 +269,5 @@ class DenseFamily(DenseObjective):
         return validate(model, dev, progress=progress)
 
     def save(self, model: DualEncoder, directory: pathlib.Path, tokenizer: Any) -> None:
-        """The towers as Hugging Face directories + the serving contract, with the tokenizer."""
+        """The towers as Hugging Face directories, each with the tokenizer and its contract."""
         save_dual_encoder(model, directory, tokenizer=tokenizer)
-        lengths = {"query": self.spec.query_max_length, "passage": self.spec.passage_max_length}
-        for tower, max_length in lengths.items():
-            if (directory / tower).exists():
-                contract = tokenizer_contract(
-                    tokenizer,
-                    max_length=max_length,
-                    query_prefix=self.spec.query_prefix,
-                    document_prefix=self.spec.passage_prefix,
-                )
-                save_tokenizer_contract(directory / tower, **dataclasses.asdict(contract))

@@ -2,8 +2,13 @@
 
 The towers are tied (one encoder, as in Contriever / TAS-B) or untied (DPR). The
 *contract* -- pooling, normalisation, prefixes, max lengths, temperature -- is a
-:class:`DualEncoderSpec` saved next to the weights (``dual_encoder.json``), so serving
-can never silently encode queries differently from training.
+:class:`DualEncoderSpec`. :func:`save_dual_encoder` writes each tower as a Hugging Face
+directory holding its weights, its tokenizer and its share of the spec as one
+``jaxir_encoder.json`` (:mod:`jaxir.reps.contract`; a tied tower serves both roles), so
+serving can never silently encode queries differently from training::
+
+    model/query/     config.json, model.safetensors, tokenizer files, jaxir_encoder.json
+    model/passage/   the same, untied models only
 
 Example:
     >>> import jax.numpy as jnp
@@ -18,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 from typing import Any
 
@@ -26,13 +30,25 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxir.data.errors import DataError
+from jaxir.data.tokenizer import CONTRACT_FILE as TOKENIZER_CONTRACT_FILE
 from jaxir.models import hf
 from jaxir.models.bert import EncoderConfig, Model
+from jaxir.reps.contract import (
+    CONTRACT_FILE,
+    LEGACY_SPEC_FILE,
+    EncoderContract,
+    RoleContract,
+    contract_file,
+    describe_tokenizer,
+    read_contract,
+    save_contract,
+)
 from jaxir.reps.dense import embed
 from jaxir.reps.pooling import POOLINGS
 
-SPEC_FILE = "dual_encoder.json"
-SPEC_FORMAT = "jaxir-dual-encoder/1"
+#: The tower directories of a saved dual encoder.
+TOWERS = ("query", "passage")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +99,12 @@ class DualEncoder(nnx.Module):
             return jnp.float32(1.0 / self.spec.temperature)
         return jnp.exp(self.log_scale[...])
 
+    def temperature(self) -> float:
+        """The score temperature: ``spec.temperature``, or the learned one (``1 / scale``)."""
+        if self.log_scale is None:
+            return self.spec.temperature
+        return float(1.0 / self.scale())
+
     def _embed(self, encoder: Model, ids, mask, rngs) -> jax.Array:
         hidden = encoder(ids, mask, rngs=rngs)
         return embed(hidden, mask, pooling=self.spec.pooling, normalize=self.spec.normalize)
@@ -97,41 +119,134 @@ class DualEncoder(nnx.Module):
         return self._embed(encoder, ids_nl, mask_nl, rngs)
 
 
+def tower_contracts(spec: DualEncoderSpec, tokenizer: Any = None) -> dict[str, EncoderContract]:
+    """The ``jaxir_encoder.json`` of each tower of a model with ``spec``.
+
+    ``{"query": both roles}`` for a tied model, ``{"query": query role, "passage":
+    passage role}`` for an untied one; each records ``spec.temperature`` and the
+    tokenizer's facts (:func:`~jaxir.reps.contract.describe_tokenizer`) when given.
+    """
+    roles = {
+        "query": RoleContract(spec.query_prefix, spec.query_max_length),
+        "passage": RoleContract(spec.passage_prefix, spec.passage_max_length),
+    }
+    contract = EncoderContract(
+        spec.pooling,
+        spec.normalize,
+        roles,
+        tokenizer=None if tokenizer is None else describe_tokenizer(tokenizer),
+        temperature=spec.temperature,
+    )
+    if spec.tied:
+        return {"query": contract}
+    return {name: contract.with_roles(name) for name in TOWERS}
+
+
 def save_dual_encoder(
     model: DualEncoder, path: str | pathlib.Path, *, tokenizer: Any = None
 ) -> None:
-    """Writes ``query/`` (and ``passage/`` when untied) as Hugging Face directories + ``dual_encoder.json``.
+    """Writes ``query/`` (and ``passage/`` when untied): weights, tokenizer, ``jaxir_encoder.json``.
 
-    Each tower directory also gets the tokenizer (when given), so it loads on its own
-    with :func:`jaxir.models.hf.load_pretrained` or ``transformers``.
+    Each tower directory is a Hugging Face directory that loads on its own
+    (:func:`jaxir.encode.load_encoder` with the contract's settings,
+    :func:`jaxir.models.hf.load_pretrained`, ``transformers``); the tokenizer is saved
+    in each (when given). The temperature recorded is the current one
+    (:meth:`DualEncoder.temperature`, learned or fixed). Files an older jaxir wrote
+    there (``dual_encoder.json``, ``jaxir_tokenizer.json``) are removed, so they cannot
+    contradict the new contracts.
     """
     root = pathlib.Path(path)
-    towers = {"query": model.query_encoder}
-    if model.passage_encoder is not None:
-        towers["passage"] = model.passage_encoder
-    for name, encoder in towers.items():
-        hf.save_pretrained(encoder, root / name)
+    spec = dataclasses.replace(
+        model.spec, temperature=model.temperature(), tied=model.passage_encoder is None
+    )
+    encoders = {"query": model.query_encoder, "passage": model.passage_encoder}
+    for name, contract in tower_contracts(spec, tokenizer).items():
+        hf.save_pretrained(encoders[name], root / name)
         if tokenizer is not None:
             tokenizer.save_pretrained(root / name)
-    spec = dataclasses.asdict(model.spec) | {"temperature": float(1.0 / model.scale())}
-    (root / SPEC_FILE).write_text(
-        json.dumps({"format": SPEC_FORMAT, "spec": spec}, indent=2) + "\n"
-    )
+        (root / name / TOKENIZER_CONTRACT_FILE).unlink(missing_ok=True)
+        save_contract(root / name, contract)
+    (root / LEGACY_SPEC_FILE).unlink(missing_ok=True)
+
+
+def is_dual_encoder_dir(path: str | pathlib.Path) -> bool:
+    """Whether ``path`` holds a model saved by :func:`save_dual_encoder` (or an older jaxir).
+
+    True when ``path/query/jaxir_encoder.json`` exists, or ``path/dual_encoder.json``
+    (the layout before per-tower contracts).
+    """
+    root = pathlib.Path(path)
+    return (root / "query" / CONTRACT_FILE).is_file() or (root / LEGACY_SPEC_FILE).is_file()
+
+
+def tower_dir(path: str | pathlib.Path, role: str) -> pathlib.Path:
+    """The tower directory of a saved dual encoder that encodes ``role`` (query or passage).
+
+    ``path/passage`` for the passages of an untied model, else ``path/query``.
+    """
+    if role not in TOWERS:
+        raise ValueError(f"role must be one of {TOWERS}, got {role!r}")
+    root = pathlib.Path(path)
+    return root / ("passage" if role == "passage" and not load_spec(root).tied else "query")
+
+
+def _tower_contract(root: pathlib.Path, name: str) -> EncoderContract:
+    contract = read_contract(root / name)
+    if contract is None:
+        raise FileNotFoundError(
+            f"{root / name / CONTRACT_FILE}: not found; is {root} a jaxir dual-encoder "
+            "directory (written by jaxir.models.dual_encoder.save_dual_encoder)?"
+        )
+    return contract
 
 
 def load_spec(path: str | pathlib.Path) -> DualEncoderSpec:
-    """Reads the :class:`DualEncoderSpec` saved by :func:`save_dual_encoder`."""
-    file = pathlib.Path(path) / SPEC_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: not found; is {path} a jaxir dual-encoder directory?")
-    data = json.loads(file.read_text())
-    if data.get("format") != SPEC_FORMAT:
-        raise ValueError(f"{file}: format {data.get('format')!r}, expected {SPEC_FORMAT!r}.")
-    return DualEncoderSpec(**data["spec"])
+    """The :class:`DualEncoderSpec` of a directory saved by :func:`save_dual_encoder`.
+
+    Read from the towers' ``jaxir_encoder.json`` (a directory written before them:
+    from its ``dual_encoder.json``). The spec's ``learn_temperature`` is ``False``: the
+    temperature saved is the learned value, a constant from then on.
+
+    Raises:
+      FileNotFoundError: ``path/query`` has no contract (not a dual-encoder directory).
+      DataError: a malformed contract, or towers whose contracts disagree.
+    """
+    root = pathlib.Path(path)
+    query = _tower_contract(root, "query")
+    tied = "passage" in query.roles
+    passage = query if tied else _tower_contract(root, "passage")
+    for name, contract in (("query", query), ("passage", passage)):
+        if name not in contract.roles:
+            raise DataError(
+                contract_file(root / name),
+                f"the {name} tower serves {sorted(contract.roles)}, not {name!r}; re-save "
+                "the model with save_dual_encoder",
+                field="roles",
+            )
+    for name in ("pooling", "normalize"):
+        if getattr(query, name) != getattr(passage, name):
+            raise DataError(
+                contract_file(root / "passage"),
+                f"{getattr(passage, name)!r}, but the query tower's is "
+                f"{getattr(query, name)!r}; re-save the model with save_dual_encoder",
+                field=name,
+            )
+    q, p = query.roles["query"], passage.roles["passage"]
+    temperature = {} if query.temperature is None else {"temperature": query.temperature}
+    return DualEncoderSpec(
+        pooling=query.pooling,
+        normalize=query.normalize,
+        tied=tied,
+        query_prefix=q.prefix,
+        passage_prefix=p.prefix,
+        query_max_length=q.max_length,
+        passage_max_length=p.max_length,
+        **temperature,
+    )
 
 
 def load_dual_encoder(path: str | pathlib.Path, *, dtype: str = "float32") -> DualEncoder:
-    """Loads a directory written by :func:`save_dual_encoder`."""
+    """Loads a directory written by :func:`save_dual_encoder` (weights + :func:`load_spec`)."""
     root = pathlib.Path(path)
     spec = load_spec(root)
     query = hf.load_pretrained(root / "query", dtype=dtype, mlm_head=False)

@@ -209,7 +209,9 @@ def contract_file(directory: PathLike) -> pathlib.Path:
     directory = pathlib.Path(directory)
     path = directory / CONTRACT_FILE
     legacy = directory.parent / LEGACY_SPEC_FILE
-    return legacy if not path.is_file() and legacy.is_file() else path
+    if path.is_file() or directory.name not in ROLES or not legacy.is_file():
+        return path
+    return legacy
 
 
 def load_tower_tokenizer(
@@ -381,7 +383,7 @@ def _json_file(path: pathlib.Path) -> Any:
 
 
 def sentence_transformers_defaults(directory: PathLike) -> dict[str, Any]:
-    """How ``SentenceTransformer(directory)`` encodes, as :func:`jaxir.encode.load_encoder` defaults.
+    """How ``SentenceTransformer(directory)`` encodes, as ``load_encoder`` defaults.
 
     Reads ``modules.json`` (a ``Pooling`` module's ``config.json`` gives ``pooling``, a
     ``Normalize`` module ``normalize=True``) and ``sentence_bert_config.json``

@@ -2,6 +2,7 @@
 
 import shutil
 
+import numpy as np
 import pytest
 
 from jaxir.cli.main import main
@@ -34,6 +35,29 @@ def test_encode_split_documents_writes_passage_rows(stage, capsys):
     capsys.readouterr()
     assert main([*args, "--out", str(stage / "q"), "--what", "queries", "--split-documents"]) == 1
     assert "--split-documents applies to --what corpus only" in capsys.readouterr().err
+
+
+def test_encode_settings_default_to_the_models_contract(stage, capsys):
+    from jaxir.encode import load_embeddings
+
+    args = ["encode", "--model", str(stage / "model"), "--data", str(stage / "beir")]
+    assert main([*args, "--out", str(stage / "emb_contract")]) == 0  # passages: passage role
+    got, want = load_embeddings(stage / "emb_contract"), load_embeddings(stage / "emb")
+    assert got.manifest["encoder"] == want.manifest["encoder"]  # the flags the fixture gave
+    np.testing.assert_array_equal(got.vectors, want.vectors)
+    assert main([*args, "--what", "queries", "--out", str(stage / "q_contract")]) == 0
+    settings = load_embeddings(stage / "q_contract").manifest["encoder"]
+    assert (settings["max_length"], settings["normalize"]) == (16, True)  # the query role
+    assert main([*args, "--no-normalize", "--out", str(stage / "emb_raw")]) == 0  # flags win
+    assert load_embeddings(stage / "emb_raw").manifest["encoder"]["normalize"] is False
+    # Searching those with the model's query role is refused, naming the store's field.
+    index = ["index", str(stage / "emb_raw"), "--out", str(stage / "idx_raw"), "--kind", "exact"]
+    assert main(index) == 0
+    parts = ["--model", str(stage / "model"), "--index", str(stage / "idx_raw")]
+    parts += ["--embeddings", str(stage / "emb_raw"), *batch_flags(stage, stage / "raw.trec")]
+    capsys.readouterr()
+    assert main(["search", *parts]) == 1
+    assert 'emb_raw/manifest.json: field "encoder.normalize" is False' in capsys.readouterr().err
 
 
 def test_index_reports_recall_and_build_time(stage, capsys):

@@ -79,7 +79,7 @@ def test_model_dir_without_weights_is_named(beir, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert mine(beir, tmp_path / "g.jsonl", "--model", str(tmp_path / "empty")) == 1
     err = capsys.readouterr().err
-    assert f"{tmp_path / 'empty' / 'config.json'}" in err and "dual_encoder.json" in err
+    assert f"{tmp_path / 'empty' / 'config.json'}" in err and "query/jaxir_encoder.json" in err
 
 
 @pytest.mark.parametrize(
@@ -170,4 +170,4 @@ def test_hf_encoder_dir_and_teacher_filter(beir, model, tmp_path, capsys):
     assert "--teacher-run and --teacher-threshold go together" in capsys.readouterr().err
     dual = ["--model", str(model), "--pooling", "cls"]
     assert mine(beir, out, *dual) == 1
-    assert "dual_encoder.json sets the dual encoder's pooling" in capsys.readouterr().err
+    assert "jaxir_encoder.json sets the dual encoder's pooling" in capsys.readouterr().err

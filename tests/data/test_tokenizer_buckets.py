@@ -16,7 +16,6 @@ from jaxir.data import (
     load_tokenizer,
     load_tokenizer_contract,
     pad_batch_rows,
-    save_tokenizer_contract,
     tokenize_texts_sorted,
     tokenizer_contract,
 )
@@ -140,45 +139,48 @@ def test_tokenize_texts_sorted_restores_order(tok):
     assert len(shapes) <= len(length_buckets(DEFAULT_BUCKETS, 256))
 
 
-def test_contract_round_trip_and_check(tok, tmp_path):
+def write_legacy_contract(directory, contract):
+    """``jaxir_tokenizer.json`` as jaxir wrote it per tower before ``jaxir_encoder.json``."""
+    payload = {"format": "jaxir_tokenizer/1", **dataclasses.asdict(contract)}
+    (directory / CONTRACT_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def test_legacy_contract_round_trip_and_check(tok, tmp_path):
     tok.save_pretrained(tmp_path)
-    contract = tokenizer_contract(tok, max_length=256, query_prefix="query: ")
+    contract = tokenizer_contract(tok, max_length=256)
     assert (
         contract.lowercase and contract.vocab_size == VOCAB_SIZE and contract.pad_token == "[PAD]"
     )
-    save_tokenizer_contract(tmp_path, **dataclasses.asdict(contract))
-    assert load_tokenizer_contract(tmp_path) == contract
+    write_legacy_contract(tmp_path, dataclasses.replace(contract, query_prefix="query: "))
+    assert load_tokenizer_contract(tmp_path) == dataclasses.replace(
+        contract, query_prefix="query: "
+    )
     assert len(load_tokenizer(tmp_path)) == VOCAB_SIZE
 
-    save_tokenizer_contract(
-        tmp_path, **{**dataclasses.asdict(contract), "lowercase": False, "pad_token": "<pad>"}
+    write_legacy_contract(
+        tmp_path, dataclasses.replace(contract, lowercase=False, pad_token="<pad>")
     )
     with pytest.raises(DataError) as info:
         load_tokenizer(tmp_path)
+    assert str(tmp_path / CONTRACT_FILE) in str(info.value)
     assert "pad_token: contract '<pad>', tokenizer '[PAD]'" in str(info.value)
     assert "lowercase: contract False" in str(info.value)
     assert len(load_tokenizer(tmp_path, check_contract=False)) == VOCAB_SIZE
 
 
-def test_contract_fills_missing_special_tokens(tok, tmp_path):
+def test_legacy_contract_fills_missing_special_tokens(tok, tmp_path):
     tok.save_pretrained(tmp_path)
     (tmp_path / "tokenizer_config.json").unlink()  # tokenizer.json alone knows no pad token
-    save_tokenizer_contract(tmp_path, **dataclasses.asdict(tokenizer_contract(tok, max_length=64)))
+    write_legacy_contract(tmp_path, tokenizer_contract(tok, max_length=64))
     loaded = load_tokenizer(tmp_path)
     assert (loaded.pad_token, loaded.cls_token, loaded.sep_token) == ("[PAD]", "[CLS]", "[SEP]")
     assert encode_batch(loaded, ["hi"], max_length=64)["input_ids"].shape == (1, 32)
 
 
-def test_vocab_only_dir_with_contract_uses_its_lowercasing(vocab_dir, tmp_path):
+def test_vocab_only_dir_with_legacy_contract_uses_its_lowercasing(vocab_dir, tok, tmp_path):
     shutil.copy(vocab_dir / "vocab.txt", tmp_path / "vocab.txt")
-    save_tokenizer_contract(
-        tmp_path,
-        max_length=64,
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        lowercase=True,
-    )
+    contract = dataclasses.replace(tokenizer_contract(tok, max_length=64), vocab_size=None)
+    write_legacy_contract(tmp_path, contract)
     assert load_tokenizer(tmp_path).tokenize("HELLO") == ["hello"]
 
 

@@ -6,7 +6,8 @@
 * retrieval on a fixed SciFact slice: the same exact search over both models' vectors
   gives the same nDCG@10 (to 0.002), at the figure pinned below;
 * ``slow``: the whole SciFact test split scores the published nDCG@10 0.6451;
-* defaults: ``load_encoder(dir)`` alone reads up to the checkpoint's limit (512 tokens).
+* defaults: ``load_encoder(dir)`` alone reads the sentence-transformers modules (mean
+  pooling, normalized, 256 tokens) and encodes like the explicit settings above.
 """
 
 from __future__ import annotations
@@ -165,8 +166,8 @@ def test_scifact_test_split_reproduces_published_ndcg(scifact, minilm_encoder):
     assert ours == pytest.approx(PUBLISHED_NDCG10, abs=0.0005), ours
 
 
-def test_load_encoder_defaults_to_the_checkpoints_length_limit(minilm_dir):
-    """Without ``max_length``, the smaller of the positions and the tokenizer's limit (512)."""
+def test_load_encoder_defaults_follow_sentence_transformers(minilm_dir, minilm_encoder):
+    """Without arguments, ``modules.json`` + ``sentence_bert_config.json`` decide (not the 512 limit)."""
     import json
 
     from jaxir.encode import load_encoder
@@ -177,13 +178,13 @@ def test_load_encoder_defaults_to_the_checkpoints_length_limit(minilm_dir):
     ]
     assert (positions, tokenizer_limit) == (512, 512)
     encoder = load_encoder(minilm_dir)
-    # sentence-transformers reads 256 from sentence_bert_config.json; jaxir's default is
-    # the model's own limit, so pass max_length=256 (as minilm_encoder does) to match it.
-    assert encoder.max_length == 512 and encoder.settings["max_length"] == 512
+    assert encoder.settings == minilm_encoder.settings
+    assert (encoder.pooling, encoder.normalize, encoder.max_length) == ("mean", True, 256)
+    assert load_encoder(minilm_dir, max_length=512).max_length == 512  # explicit wins
     long = composed_texts(40)[-1]
     assert len(encoder.tokenizer(long)["input_ids"]) > 512
-    vectors = encoder.encode(["a query", long], batch_size=2)
-    assert vectors.shape == (2, 384) and np.isfinite(vectors).all()
+    texts = ["a query", long]
+    np.testing.assert_array_equal(encoder.encode(texts), minilm_encoder.encode(texts))
 
 
 @pytest.mark.slow

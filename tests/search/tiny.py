@@ -33,6 +33,6 @@ def tiny_dual_encoder(seed: int = 0, *, tied: bool = True) -> DualEncoder:
 
 
 def save_tiny_dual_encoder(directory: pathlib.Path, tokenizer, seed: int = 0) -> pathlib.Path:
-    """Writes a tiny dual-encoder directory (``query/`` + ``dual_encoder.json``) and returns it."""
+    """Writes a tiny tied dual-encoder directory (``query/`` with ``jaxir_encoder.json``) and returns it."""
     save_dual_encoder(tiny_dual_encoder(seed), directory, tokenizer=tokenizer)
     return directory

@@ -143,7 +143,7 @@ from jaxir.models import hf
 from jaxir.models.bert import PRESETS
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, load_dual_encoder
 from jaxir.search.retrieve import dense_search_run, max_rows_per_doc, tower_encoders
-from jaxir.training.loop import train
+from jaxir.training.loop import run_groups, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "dense_scifact.py"
@@ -277,23 +277,8 @@ def write_qrels_groups(
     config: config_lib.RunConfig, split: Split, tokenizer, out: pathlib.Path
 ) -> pathlib.Path:
     """The split's training qrels + BM25 negatives as a groups file, built as ``jaxir.train`` builds them."""
-    dc, tc, mc = config.data, config.train, config.model
-    groups = training_groups(
-        split.train_queries,
-        split.corpus,
-        split.train_qrels,
-        source="qrels",
-        negatives=dc.negatives,
-        num_negatives=max(8, tc.group_size * 4),  # as jaxir.training.loop.train
-        rank_window=dc.bm25_rank_window,
-        train_passages=dc.train_passages,
-        tokenizer=tokenizer,
-        max_passage_length=dc.max_passage_length,
-        passage_stride=config.index.passage_stride,
-        passage_prefix=mc.passage_prefix,
-        ict_mix=0,
-        seed=tc.seed,
-    )
+    qrels_only = config_lib.override(config, ["data.train_groups=qrels", "data.ict_mix=0"])
+    groups = run_groups(qrels_only, split.train_queries, split.corpus, split.train_qrels, tokenizer)
     data_lib.write_groups(groups, out)
     return out
 

@@ -155,7 +155,6 @@ TOKENIZER_FILES = (
     "tokenizer_config.json",
     "vocab.txt",
     "special_tokens_map.json",
-    data_lib.CONTRACT_FILE,
 )
 TRACKS = ("scratch", "finetune")
 #: Seeds of recipe trials (``--tune``) and of the final test runs; the two never overlap.
@@ -225,7 +224,7 @@ def write_init(
     config: config_lib.RunConfig, corpus: dict, out: pathlib.Path, seed: int
 ) -> DualEncoderSpec:
     """Corpus WordPiece + the random ``model.init`` preset (seeded) as a Hugging Face dir."""
-    mc, dc = config.model, config.data
+    mc = config.model
     tokenizer = data_lib.train_wordpiece(
         (d.full_text for d in corpus.values()), out, vocab_size=VOCAB_SIZE
     )
@@ -234,8 +233,6 @@ def write_init(
     model = DualEncoder.create(encoder, spec, rngs=nnx.Rngs(seed))
     hf.save_pretrained(model.query_encoder, out)
     no_attention_dropout(out)
-    contract = data_lib.tokenizer_contract(tokenizer, max_length=dc.max_passage_length)
-    data_lib.save_tokenizer_contract(out, **dataclasses.asdict(contract))
     return spec
 
 

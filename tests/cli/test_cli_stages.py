@@ -48,16 +48,23 @@ def test_encode_settings_default_to_the_models_contract(stage, capsys):
     assert main([*args, "--what", "queries", "--out", str(stage / "q_contract")]) == 0
     settings = load_embeddings(stage / "q_contract").manifest["encoder"]
     assert (settings["max_length"], settings["normalize"]) == (16, True)  # the query role
-    assert main([*args, "--no-normalize", "--out", str(stage / "emb_raw")]) == 0  # flags win
-    assert load_embeddings(stage / "emb_raw").manifest["encoder"]["normalize"] is False
+    assert main([*args, "--no-normalize", "--out", str(stage / "emb_plain")]) == 0  # flags win
+    assert load_embeddings(stage / "emb_plain").manifest["encoder"]["normalize"] is False
     # Searching those with the model's query role is refused, naming the store's field.
-    index = ["index", str(stage / "emb_raw"), "--out", str(stage / "idx_raw"), "--kind", "exact"]
+    index = [
+        "index",
+        str(stage / "emb_plain"),
+        "--out",
+        str(stage / "idx_plain"),
+        "--kind",
+        "exact",
+    ]
     assert main(index) == 0
-    parts = ["--model", str(stage / "model"), "--index", str(stage / "idx_raw")]
-    parts += ["--embeddings", str(stage / "emb_raw"), *batch_flags(stage, stage / "raw.trec")]
+    parts = ["--model", str(stage / "model"), "--index", str(stage / "idx_plain")]
+    parts += ["--embeddings", str(stage / "emb_plain"), *batch_flags(stage, stage / "plain.trec")]
     capsys.readouterr()
     assert main(["search", *parts]) == 1
-    assert 'emb_raw/manifest.json: field "encoder.normalize" is False' in capsys.readouterr().err
+    assert 'emb_plain/manifest.json: field "encoder.normalize" is False' in capsys.readouterr().err
 
 
 def test_index_reports_recall_and_build_time(stage, capsys):

@@ -15,7 +15,7 @@ float32 in the input order.
 **Embedding store** (:func:`encode_corpus` writes it, :func:`load_embeddings` reads it).
 A directory::
 
-    manifest.json      {"format": "jaxir-embeddings", "version": 1, "dim": D,
+    manifest.json      {"format": "jaxir-embeddings", "version": 1, "kind": "dense", "dim": D,
                         "count": N, "dtype": "float32", "complete": true,
                         "shards": [{"vectors": "vectors-00000.npy",
                                     "ids": "ids-00000.txt", "count": n0}, ...],
@@ -94,7 +94,8 @@ from jaxir.reps.contract import (
     read_contract,
     sentence_transformers_defaults,
 )
-from jaxir.reps.dense import FORWARD
+from jaxir.reps.dense import FORWARD, KIND
+from jaxir.reps.kinds import read_kind
 from jaxir.reps.pooling import POOLINGS
 
 __all__ = [
@@ -110,6 +111,10 @@ __all__ = [
 ]
 
 FORMAT = "jaxir-embeddings"
+#: Representation kinds this module's stores hold (``"kind"`` in the manifest); a sparse
+#: store is another module with its own kind, indexed by the searchers registered for it
+#: (:data:`jaxir.index.base.SEARCHERS_FOR`).
+STORE_KINDS = (KIND,)
 VERSION = 1
 MANIFEST = "manifest.json"
 
@@ -513,6 +518,7 @@ def _read_manifest(path: pathlib.Path) -> dict[str, Any]:
     for name in ("dim", "count", "shards", "encoder"):
         if name not in manifest:
             raise ValueError(f'{file}: field "{name}" is missing; the manifest is damaged.')
+    read_kind(manifest, file, STORE_KINDS)  # an older manifest without "kind" is dense
     return manifest
 
 
@@ -718,6 +724,7 @@ def encode_corpus(
     manifest = {
         "format": FORMAT,
         "version": VERSION,
+        "kind": KIND,
         "dim": encoder.dim,
         "count": count,
         "dtype": "float32",

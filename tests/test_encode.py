@@ -201,6 +201,13 @@ def test_load_embeddings_errors(encoder, tmp_path):
     encode_corpus(encoder, make_docs(5), tmp_path, shard_size=2, batch_size=BATCH, progress=False)
     manifest_file = tmp_path / MANIFEST
     manifest = json.loads(manifest_file.read_text())
+    assert manifest["kind"] == "dense"
+    manifest_file.write_text(json.dumps({**manifest, "kind": "sparse"}))
+    with pytest.raises(ValueError, match=r'manifest.json: field "kind" is \'sparse\'; known kinds'):
+        load_embeddings(tmp_path)
+    old = {k: v for k, v in manifest.items() if k != "kind"}  # written before kinds: dense
+    manifest_file.write_text(json.dumps(old))
+    assert load_embeddings(tmp_path).dim == 32
 
     manifest_file.write_text(json.dumps({**manifest, "count": 6}))
     with pytest.raises(ValueError, match='field "count" is 6 but its shards hold 5'):

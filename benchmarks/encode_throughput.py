@@ -24,18 +24,19 @@ mean pooling + L2 normalization, docs/s from texts to vectors, float32 and bfloa
   character length, each batch padded to its longest text).
 
 It prints the padding waste of both batchings (tokens and matmul FLOPs computed over
-those of the real tokens) and of other bucket sets, and times jaxir once more with
-buckets every 32 tokens to show what they change. RESULT
+those of the real tokens) and of other bucket sets, and (except in ``--quick``) times
+jaxir once more with buckets every 32 tokens to show what they change. RESULT
 ``encode_corpus_vs_sentence_transformers`` (+ ``_bf16``).
 
-**The peer at its best.** Each peer configuration runs in a process of its own, and the
-headline ratio is against the fastest (all are printed): glibc's default allocator or
-jaxir's settings (``GLIBC_TUNABLES``, :mod:`jaxir.host_memory`); in bfloat16 either
+**The peer at its best.** The peer runs in one process per allocator setting, glibc's
+defaults or jaxir's settings (``GLIBC_TUNABLES``, :mod:`jaxir.host_memory`), each holding
+every configuration below, and the headline ratio is against the fastest configuration
+(all are printed): in bfloat16 either
 ``torch.autocast`` around the float32 model or bfloat16 weights; eager or
 ``torch.compile`` (inductor, dynamic shapes in corpus mode; a configuration that fails to
 compile is dropped with its error). torch uses every core (``torch.get_num_threads()``).
 In the corpus mode the fastest configuration per precision is chosen on a 500-document
-sample and only it runs on the whole corpus. ``--quick`` keeps glibc's default
+sample and only it (and float32 eager, the parity reference) runs on the whole corpus. ``--quick`` keeps glibc's default
 allocator and eager mode. jaxir runs as its CLI does (glibc keeps freed memory).
 
 **Roofline.** In the same run, :func:`protocol.gemm_roofline` times the model's GEMM
@@ -46,9 +47,9 @@ rate (:func:`protocol.bert_forward_flops` of the real tokens) over the best of t
 Timed passes alternate between the processes (median reported; warm-up and compilation
 excluded). Usage::
 
-    python benchmarks/encode_throughput.py                  # fixed batch, f32 (~5 min idle)
+    python benchmarks/encode_throughput.py                  # fixed batch, f32 (~10 min idle)
     python benchmarks/encode_throughput.py --quick          # about a minute idle
-    python benchmarks/encode_throughput.py --corpus         # SciFact, f32 + bf16 (~25 min idle)
+    python benchmarks/encode_throughput.py --corpus         # SciFact, f32 + bf16 (~30 min idle)
     python benchmarks/encode_throughput.py --corpus --quick # a 500-document sample
     python benchmarks/encode_throughput.py --gemm --shapes minilm   # the GEMM tables only
 
@@ -531,7 +532,7 @@ def corpus_texts(tmp: pathlib.Path, docs: int | None, sample_docs: int, seed: in
 
     The corpus is all of SciFact or a seeded ``docs``-document sample of it; the sample
     (where the peer's configuration is chosen) is a seeded ``sample_docs``-document sample
-    of the corpus, the warm-up set its first 128 documents.
+    of the corpus, the warm-up set its first 64 documents.
     """
     from jaxir.data import load_corpus
 
@@ -544,7 +545,7 @@ def corpus_texts(tmp: pathlib.Path, docs: int | None, sample_docs: int, seed: in
     corpus = rows if docs is None or docs >= len(rows) else pick(rows, docs)
     sample = corpus if sample_docs >= len(corpus) else pick(corpus, sample_docs)
     files = {name: tmp / f"{name}.json" for name in ("warm", "sample", "corpus")}
-    files["warm"].write_text(json.dumps(sample[:128]))
+    files["warm"].write_text(json.dumps(sample[:64]))
     files["sample"].write_text(json.dumps(sample))
     files["corpus"].write_text(json.dumps(corpus))
     return {name: str(f) for name, f in files.items()}
@@ -570,7 +571,7 @@ def padding_waste(batches: list, sizes: dict) -> tuple[float, float]:
 
 def run_corpus(args) -> None:
     """SciFact through ``jaxir encode``'s path vs ``SentenceTransformer.encode``."""
-    repeats = args.iters or (1 if args.quick else 2)
+    repeats = args.iters or 1  # a pass over SciFact is minutes long: --iters 3 for a median
     dtypes = args.dtypes
     model_dir = minilm_dir()
     sizes = sizes_of_hf(MINILM_SIZES)  # all-MiniLM-L6-v2 is MiniLM-L6-H384-shaped
@@ -608,7 +609,11 @@ def run_corpus(args) -> None:
             print("loading and compiling ...", flush=True)
             loaded = {
                 jaxir.name: jaxir.call(
-                    "load_corpus", model_dir=model_dir, texts=texts, dtypes=dtypes, alt_buckets=True
+                    "load_corpus",
+                    model_dir=model_dir,
+                    texts=texts,
+                    dtypes=dtypes,
+                    alt_buckets=not args.quick,
                 )
             }
             for peer in peers:

@@ -337,7 +337,7 @@ def timed_passes(workers, repeats: int, tmp: pathlib.Path) -> tuple[dict, dict]:
     """Median seconds per ``(worker, variant)`` and the path of its last pass's indices."""
     plan = [(w, v) for w in workers for v in w.call("names")]
     protocol.alternate(plan, 1)  # warm-up
-    save = {(w.name, v): str(tmp / f"{w.name}-{len(v)}-{i}.npy") for i, (w, v) in enumerate(plan)}
+    save = {(w.name, v): str(tmp / f"indices-{i}.npy") for i, (w, v) in enumerate(plan)}
     times = protocol.alternate(plan, repeats, save=save)
     return {key: protocol.median(t) for key, t in times.items()}, save
 
@@ -389,9 +389,8 @@ def main() -> None:
 
         # --- exact: jaxir vs faiss IndexFlatIP vs blocked NumPy, one process each --------
         print("\nexact search: jaxir vs faiss vs numpy ...", flush=True)
-        env = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
         workers = [
-            protocol.Worker(__file__, name, [f"--devices={args.devices}"], env)
+            protocol.Worker(__file__, name, [f"--devices={args.devices}"])
             for name in ("jaxir", "faiss", "numpy")
         ]
         jaxir, faiss_worker, _ = workers
@@ -451,7 +450,7 @@ def main() -> None:
         scann = None
         if not args.skip_scann:
             print("building ScaNN twice (jaxir, raw) ...", flush=True)
-            with protocol.Worker(__file__, "scann", [f"--devices={args.devices}"], env) as worker:
+            with protocol.Worker(__file__, "scann", [f"--devices={args.devices}"]) as worker:
                 print(f"scann process: {worker.call('config')}")
                 built = worker.call("load", data=data, k=k)
                 print(f"ScaNN params: {built['params']}")

@@ -301,9 +301,9 @@ def run_worker(
     else:
         config = protocol.torch_config()
         trainer = SentenceTransformersTrainer(path, batch, dtype, compile)
-    initial_loss = trainer.eval_loss()
-    compiles = _COMPILES[0]
-    try:
+    try:  # a compiled model compiles its eval graph here and its train graphs in the step
+        initial_loss = trainer.eval_loss()
+        compiles = _COMPILES[0]
         first_step = timed(trainer.step)[0]
     except Exception as e:  # torch.compile failed: the parent drops this configuration
         if not compile:

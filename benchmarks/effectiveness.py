@@ -787,6 +787,7 @@ def report(
             "peer": peer_name,
             "peer_value": round(value, 4),
             "ratio": round(ours / value, 3),
+            "roofline_fraction": None,  # a quality figure, not a speed one
             "jaxir_std": std(values["jaxir"]),
             "peer_std": peer_std,
             **labels,

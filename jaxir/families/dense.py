@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxir.data.pipeline import TrainingData
+from jaxir.layers.linear import LinearSpec
 from jaxir.losses.contrastive import in_batch_softmax
 from jaxir.losses.distill import kl_distill, margin_mse
 from jaxir.models import hf
@@ -163,7 +164,7 @@ class DenseFamily(DenseObjective):
     spec: DualEncoderSpec = dataclasses.field(default_factory=DualEncoderSpec)
     init: str = "small"
     dtype: str = "float32"
-    linear: Any = None
+    linear: LinearSpec = dataclasses.field(default_factory=LinearSpec)
 
     @classmethod
     def from_config(cls, config: Any) -> DenseFamily:
@@ -203,7 +204,7 @@ class DenseFamily(DenseObjective):
                 f"config.json) nor a preset ({', '.join(PRESETS)})."
             )
         config = config.replace(mlm_head=False, pooler=False, dtype=self.dtype)
-        return config if self.linear is None else config.replace(linear=self.linear)
+        return config.replace(linear=self.linear)
 
     def init_model(self, *, vocab_size: int, rngs: nnx.Rngs) -> DualEncoder:
         """A randomly initialised :class:`DualEncoder` (no MLM head, no pooler)."""

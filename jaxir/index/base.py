@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import pathlib
 from typing import Any, Protocol, runtime_checkable
@@ -39,7 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 import jax
 import numpy as np
 
-from jaxir.reps.kinds import read_kind
+from jaxir.reps.kinds import read_kind, resolve
 
 MANIFEST = "searcher.json"
 METRIC = "dot_product"
@@ -213,8 +212,7 @@ def load_searcher(directory: str | pathlib.Path) -> Searcher:
         manifest, directory / MANIFEST, SEARCHERS_FOR, field="representation"
     )
     check_searcher_kind(representation, manifest["kind"], str(directory / MANIFEST))
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name).load(directory)
+    return resolve(target).load(directory)
 
 
 def file_sha256(path: str | pathlib.Path) -> str:

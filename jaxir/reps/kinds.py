@@ -68,6 +68,12 @@ def read_kind(
 
 
 def resolve(target: str) -> Any:
-    """Imports ``"package.module:attribute"`` and returns the attribute."""
+    """Imports ``"package.module:attribute"`` (the attribute may be dotted) and returns it.
+
+    The lazy entries of every registry (searcher kinds, retriever families) go through it.
+    """
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    value = importlib.import_module(module)
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value

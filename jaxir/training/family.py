@@ -17,13 +17,14 @@ Example (the registry; ``"dense"`` is built in):
 
 from __future__ import annotations
 
-import importlib
 import pathlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import jax
 from flax import nnx
+
+from jaxir.reps.kinds import resolve
 
 Batch = dict[str, jax.Array]
 Aux = dict[str, jax.Array]
@@ -127,9 +128,4 @@ def make_family(name: str, config: Any) -> Family:
             f"{sorted(FAMILIES)} (or register one with jaxir.training.family.register_family)."
         )
     factory = FAMILIES[name]
-    if isinstance(factory, str):
-        module, attr = factory.split(":")
-        factory = importlib.import_module(module)
-        for part in attr.split("."):
-            factory = getattr(factory, part)
-    return factory(config)
+    return (resolve(factory) if isinstance(factory, str) else factory)(config)

@@ -225,13 +225,11 @@ def test_frozen_subtree_has_no_optimizer_state_and_never_changes():
     graphdef, state, shardings = train_state.create_state(FrozenTower, optimizer, mesh, seed=0)
     assert "passage_encoder" not in state.params["model"]
     assert "passage_encoder" in state.frozen["model"]
-    for leaf in jax.tree.leaves(state.opt_state):  # moments exist for the query tower only
-        if getattr(leaf, "ndim", 0):
-            assert leaf.size < 10 * sum(x.size for x in jax.tree.leaves(state.params))
     opt_paths = {
         tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
         for path, _ in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
     }
+    assert any("query_encoder" in path for path in opt_paths)  # moments of the trainable tower
     assert not any("passage_encoder" in path for path in opt_paths)
     before_frozen = jax.tree.map(np.asarray, state.frozen)
     before_params = jax.tree.map(np.asarray, state.params)

@@ -6,7 +6,12 @@ orchestrates. Adding a family = one module + one :func:`register_family` call; n
 ``training/`` or the CLI changes.
 
 The loss contract is ``loss(model, batch, rngs) -> (loss [], aux)`` with ``aux`` a dict of
-scalar ``jax.Array`` metrics (logged next to the loss). A family whose loss is a
+scalar ``jax.Array`` metrics (logged next to the loss). In training the batch also holds
+``"step"`` (int32 ``[B]``, the optimizer step; :func:`jaxir.training.step.with_step`) for
+losses that follow a schedule. A family may define ``check_metrics(step, metrics)``: the
+loop calls it after every step with the step's metrics as floats, and a
+:class:`TrainingGuardError` it raises stops training (e.g. SPLADE representations that
+collapse to zero). A family whose loss is a
 function of per-example representations also implements :class:`RepresentationLoss`
 (``represent`` + ``loss_from_reps``), which makes GradCache available to it.
 
@@ -28,6 +33,10 @@ from jaxir.reps.kinds import resolve
 
 Batch = dict[str, jax.Array]
 Aux = dict[str, jax.Array]
+
+
+class TrainingGuardError(RuntimeError):
+    """A family's ``check_metrics`` found training degenerate; the message names the step and the fix."""
 
 
 @runtime_checkable

@@ -206,6 +206,7 @@ def train(
 
     Raises:
       NonFiniteLossError: the loss became NaN/inf (message names step and checkpoint).
+      TrainingGuardError: the family's ``check_metrics`` stopped a degenerate run.
       InitMismatchError: ``model.init`` weights that do not fit the model (names the keys).
     """
     workdir = pathlib.Path(workdir)
@@ -264,6 +265,7 @@ def train(
         gemm_dtype=mc.dtype,
     )
     model_of = lambda s: nnx.merge(graphdef, s.params, s.frozen)  # noqa: E731
+    check_metrics = getattr(family, "check_metrics", None)  # optional (training/family.py)
     config_dict = config_lib.to_dict(config)
     logger = _Logger(workdir)
     history: list[dict[str, float]] = []
@@ -289,6 +291,8 @@ def train(
                     "train.learning_rate or check the data for empty texts."
                 )
             done = step + 1
+            if check_metrics is not None:
+                check_metrics(done, record)
             out_of_time = tc.max_seconds > 0 and time.perf_counter() - began > tc.max_seconds
             last_step = done == tc.steps or out_of_time
             if done % tc.log_every == 0 or last_step:

@@ -156,6 +156,19 @@ def make_grad_fn(
     return jax.value_and_grad(functools.partial(_loss, objective, graphdef), has_aux=True)
 
 
+def with_step(batch: Batch, step: jax.Array) -> Batch:
+    """``batch`` plus ``"step"``: the optimizer step as int32 ``[B]`` (one copy per row).
+
+    Objectives whose loss depends on the schedule (SPLADE's regularizer warm-up) read it;
+    it is per row so that GradCache and accumulation cut it into chunks like any other
+    batch array.
+    """
+    if "step" in batch:
+        raise ValueError('A training batch must not hold a "step" array; the train step adds it.')
+    rows = _rows(batch)
+    return {**batch, "step": jnp.full((rows,), step, jnp.int32)}
+
+
 def batch_shardings(mesh: Mesh, batch: Batch) -> Batch:
     """Batch arrays split on their leading axis over ``data`` x ``fsdp``."""
     return jax.tree.map(lambda x: sharding.batch_sharding(mesh, jnp.ndim(x)), batch)
@@ -173,12 +186,14 @@ def make_train_step(
     """Jitted ``(state, batch) -> (state, metrics)``; the input state is donated.
 
     Compiles once (fixed batch shapes). ``gemm_dtype`` is the model's compute dtype
-    (it selects the CPU compiler options, :func:`jaxir.xla.jit`). Metrics: ``loss``,
-    ``grad_norm`` and the objective's aux metrics (their names must not clash).
+    (it selects the CPU compiler options, :func:`jaxir.xla.jit`). The objective sees the
+    batch with ``"step"`` added (:func:`with_step`). Metrics: ``loss``, ``grad_norm`` and
+    the objective's aux metrics (their names must not clash).
     """
 
     def step(state: TrainState, batch: Batch):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key, impl=PRNG_IMPL), state.step)
+        batch = with_step(batch, state.step)
         (loss, aux), grads = grad_fn(state.params, state.frozen, batch, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

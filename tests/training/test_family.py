@@ -175,3 +175,28 @@ def test_init_weights_that_do_not_fit_name_the_source_and_keys():
     ):
         _check_weights(small, wide, "ckpt-dir")
     _check_weights(small, small, "ckpt-dir")
+
+
+class GuardedToyFamily(ToyFamily):
+    """ToyFamily whose loss reports the step it sees and whose guard stops at step 3."""
+
+    def loss(self, model, batch, rngs):
+        loss, aux = super().loss(model, batch, rngs)
+        return loss, aux | {"seen_step": batch["step"].astype(jnp.float32).mean()}
+
+    def check_metrics(self, step, metrics):
+        if step == 3:
+            raise family_lib.TrainingGuardError(f"stopped at step {step}")
+
+
+def test_the_loss_sees_the_step_and_a_guard_stops_training(tmp_path):
+    family_lib.register_family("guarded", GuardedToyFamily)
+    try:
+        config = override(load_config(CONFIG), ["family=guarded", "train.steps=6"])
+        with pytest.raises(family_lib.TrainingGuardError, match="stopped at step 3"):
+            jaxir.train(config, tmp_path, progress=False)
+    finally:
+        del family_lib.FAMILIES["guarded"]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # Steps 1-2 were logged with the optimizer step their batch carried (0 and 1).
+    assert [r["seen_step"] for r in records] == [0.0, 1.0]

@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "index": "index",
     "search": "search",
     "evaluate": "evaluate",
+    "fuse": "fuse",
     "export": "export",
 }
 

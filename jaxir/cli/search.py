@@ -16,7 +16,16 @@ from a BUNDLE, or from the parts:
   --index DIR       a saved searcher (`jaxir index`)
   --embeddings DIR  the embedding store the index was built from (for the doc ids)
 
+Hybrid: with --fuse rrf|convex, every leading BUNDLE directory is searched (its top
+--fuse-depth documents) and the lists are fused per query (jaxir.search.fusion, the
+same functions as `jaxir fuse`; bundles are named by their directory names in
+--fuse-weights). The bundles must index the same collection.
+
 Examples:
+  jaxir search --fuse rrf bundles/dense bundles/splade "what causes cramps" -k 5
+  jaxir search bundles/dense bundles/splade --fuse convex --fuse-weights dense=0.6,splade=0.4 \\
+      --queries ../shared/data/scifact --qrels ../shared/data/scifact/qrels/test.tsv \\
+      --out runs/hybrid.trec
   jaxir search bundles/d1 "what causes muscle cramps" "aspirin and heart attacks" -k 5
   jaxir search bundles/d1 --queries ../shared/data/scifact --qrels \\
       ../shared/data/scifact/qrels/test.tsv --out runs/d1.trec
@@ -29,6 +38,8 @@ from __future__ import annotations
 import argparse
 import pathlib
 import time
+
+from jaxir.cli.fuse import parse_weights
 
 HELP = "query a bundle (ranked ids + scores) or write a TREC run for a query file"
 
@@ -69,6 +80,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1024,
         help="queries per search step (default: %(default)s)",
+    )
+    hybrid = parser.add_argument_group("hybrid search over several bundles (BUNDLE BUNDLE ...)")
+    hybrid.add_argument(
+        "--fuse",
+        choices=("rrf", "convex"),
+        help="fuse the results of every leading BUNDLE argument by this method",
+    )
+    hybrid.add_argument(
+        "--fuse-weights",
+        type=parse_weights,
+        metavar="NAME=W,...",
+        help="one weight per bundle, named by its directory name (default: equal; "
+        "e.g. the weights `jaxir fuse --tune-on` chose)",
+    )
+    hybrid.add_argument(
+        "--fuse-k", type=float, default=60, help="RRF's constant (default: %(default)s)"
+    )
+    hybrid.add_argument(
+        "--fuse-normalization",
+        choices=("minmax", "zscore", "none"),
+        default="minmax",
+        help="convex score normalization (default: %(default)s)",
+    )
+    hybrid.add_argument(
+        "--fuse-depth",
+        type=int,
+        default=100,
+        help="documents taken from each bundle per query, at least -k (default: %(default)s)",
     )
     parts = parser.add_argument_group("searcher from parts (instead of BUNDLE)")
     parts.add_argument("--model", type=pathlib.Path, metavar="DIR", help="model directory")
@@ -144,6 +183,79 @@ def _open(args: argparse.Namespace):
     return search, args.corpus
 
 
+def _split_bundles(args: argparse.Namespace) -> list[pathlib.Path]:
+    """With --fuse: the leading positional bundle directories; the rest stay query texts."""
+    from jaxir.export import MANIFEST
+
+    bundles = [] if args.bundle is None else [args.bundle]
+    texts = list(args.texts)
+    while texts and (pathlib.Path(texts[0]) / MANIFEST).is_file():
+        bundles.append(pathlib.Path(texts.pop(0)))
+    args.texts = texts
+    if len(bundles) < 2:
+        raise ValueError(
+            f"--fuse needs at least two BUNDLE directories before the queries, got {len(bundles)} "
+            "(a bundle directory holds manifest.json)"
+        )
+    if args.fuse_depth < 1:
+        raise ValueError(f"--fuse-depth must be >= 1, got {args.fuse_depth}")
+    return bundles
+
+
+def _open_fused(args: argparse.Namespace, paths: list[pathlib.Path]):
+    """``(search_run(queries, k), corpus)`` fusing the runs of several bundles."""
+    from jaxir.export import load_bundle
+    from jaxir.search.fusion import fuse_runs
+
+    given = [
+        flag
+        for flag, v in (
+            ("--model", args.model),
+            ("--index", args.index),
+            ("--embeddings", args.embeddings),
+        )
+        if v is not None
+    ]
+    if given:
+        raise ValueError(f"--fuse searches bundles; drop {', '.join(given)}")
+    bundles = {}
+    for path in paths:
+        name = path.resolve().name
+        if name in bundles:
+            raise ValueError(
+                f"two bundles are named {name!r}; give the bundle directories distinct names"
+            )
+        bundles[name] = load_bundle(path)
+    first_name, first = next(iter(bundles.items()))
+    collection = set(first.doc_ids)
+    for name, bundle in bundles.items():
+        if set(bundle.doc_ids) != collection:
+            raise ValueError(
+                f"{bundle.path}: bundle {name!r} indexes {len(set(bundle.doc_ids))} documents but "
+                f"{first_name!r} indexes {len(collection)} others; fuse bundles of one collection"
+            )
+    corpus = args.corpus
+    if corpus is None:
+        corpus = next((b.corpus_path for b in bundles.values() if b.corpus_path), None)
+
+    def search(queries, k):
+        depth = max(k, args.fuse_depth)
+        runs = {
+            name: bundle.search_run(queries, depth, batch_size=args.batch_size)
+            for name, bundle in bundles.items()
+        }
+        return fuse_runs(
+            runs,
+            method=args.fuse,
+            weights=args.fuse_weights,
+            k=args.fuse_k,
+            normalization=args.fuse_normalization,
+            depth=k,
+        )
+
+    return search, corpus
+
+
 def _doc_texts(corpus: pathlib.Path, wanted: set[str]) -> dict[str, str]:
     from jaxir.data.records import iter_corpus
 
@@ -176,6 +288,9 @@ def run(args: argparse.Namespace) -> int:
     """Runs interactive or batch search (see the module docstring)."""
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, got {args.k}")
+    if args.fuse is None and args.fuse_weights is not None:
+        raise ValueError("--fuse-weights applies with --fuse rrf|convex only")
+    bundles = _split_bundles(args) if args.fuse is not None else None
     batch = args.queries is not None or args.out is not None
     if batch and (args.queries is None or args.out is None):
         raise ValueError("batch mode needs both --queries FILE and --out RUN")
@@ -184,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
             'give query texts (jaxir search BUNDLE "query" ...) or --queries/--out, '
             "exactly one of the two"
         )
-    search, corpus = _open(args)
+    search, corpus = _open(args) if bundles is None else _open_fused(args, bundles)
     if not batch:
         _print_results(args.texts, search(list(args.texts), args.k), corpus)
         return 0

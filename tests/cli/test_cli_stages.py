@@ -126,6 +126,22 @@ def test_search_from_parts_equals_bundle(stage, bundle, capsys):
     capsys.readouterr()
 
 
+def test_search_fuses_several_bundles(stage, bundle, capsys):
+    twin = stage / "bundle_twin"
+    if not twin.exists():
+        shutil.copytree(bundle, twin)
+    single, fused = stage / "single.trec", stage / "fused.trec"
+    assert main(["search", str(bundle), *batch_flags(stage, single)]) == 0
+    fuse = ["--fuse", "rrf", "--fuse-depth", "20"]
+    assert main(["search", str(bundle), str(twin), *fuse, *batch_flags(stage, fused)]) == 0
+    want, got = read_trec_run(single), read_trec_run(fused)
+    # RRF of one ranking with itself is that ranking.
+    assert {q: list(d) for q, d in got.items()} == {q: list(d) for q, d in want.items()}
+    capsys.readouterr()
+    assert main(["search", str(bundle), "cats", "--fuse", "rrf"]) == 1
+    assert "bundle" in capsys.readouterr().err
+
+
 def test_export_from_a_train_workdir(stage, capsys):
     work = stage / "work"
     shutil.copytree(stage / "model", work / "model")

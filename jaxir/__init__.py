@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_encoder": "jaxir.encode",
+    "load_splade": "jaxir.sparse_encode",
     "load_embeddings": "jaxir.encode",
     "evaluate": "jaxir.eval.evaluate",
     "load_bundle": "jaxir.export",
@@ -39,6 +40,7 @@ if TYPE_CHECKING:  # what the lazy names resolve to, for type checkers and IDEs
     from jaxir.models.hf import load_pretrained as load_pretrained
     from jaxir.models.hf import save_pretrained as save_pretrained
     from jaxir.pipeline import quickstart as quickstart
+    from jaxir.sparse_encode import load_splade as load_splade
     from jaxir.training.loop import train as train
 
 __all__ = ["__version__", *_EXPORTS]

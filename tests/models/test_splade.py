@@ -122,8 +122,8 @@ def test_chunk_size_changes_neither_vectors_nor_gradients():
         return nnx.jit(nnx.grad(loss))(model)
 
     chunked, whole = nnx.to_flat_state(grads(2)), dict(nnx.to_flat_state(grads(100)))
-    for path, value in chunked:
-        np.testing.assert_allclose(value[...], whole[path][...], rtol=1e-4, atol=1e-6)
+    for path, value in chunked:  # float32 sums in another order: atol 1e-5 of O(1) grads
+        np.testing.assert_allclose(value[...], whole[path][...], rtol=1e-4, atol=1e-5)
     word = dict(chunked)[("document_encoder", "embeddings", "word", "embedding")][...]
     assert np.isfinite(np.asarray(word)).all() and float(jnp.abs(word).sum()) > 0
 
@@ -158,7 +158,7 @@ def test_forward_prunes_passages_only():
 def test_bad_construction_is_explained():
     with pytest.raises(ValueError, match=r"mlm_head=True"):
         Splade.create(CONFIG.replace(mlm_head=False), SPEC, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"idf must be 4037 finite numbers"):
+    with pytest.raises(ValueError, match=rf"idf must be {VOCAB_SIZE} finite numbers"):
         Splade.create(CONFIG, SpladeSpec(inference_free=True), rngs=nnx.Rngs(0), idf=np.ones(3))
     with pytest.raises(ValueError, match="set inference_free"):
         Splade.create(CONFIG, SPEC, rngs=nnx.Rngs(0), idf=np.ones(VOCAB_SIZE))
@@ -222,7 +222,7 @@ def test_transformers_loads_the_saved_directory(tokenizer, tmp_path):
 def test_saving_with_another_vocabulary_fails(tmp_path, tokenizer):
     small = Splade.create(PRESETS["tiny"], SPEC, rngs=nnx.Rngs(0))
     with pytest.raises(
-        ValueError, match=r"tokenizer has 4037 tokens but the model's MLM head has 128"
+        ValueError, match=rf"tokenizer has {VOCAB_SIZE} tokens but the model's MLM head has 128"
     ):
         save_splade(small, tmp_path, tokenizer=tokenizer)
 
@@ -245,13 +245,15 @@ def test_damaged_directories_are_named(tokenizer, tmp_path):
     fails_with(good | {"spec": good["spec"] | {"heads": 2}}, r"unknown fields \['heads'\]")
     fails_with(good | {"format": "x"}, r"field 'format'")
     fails_with(
-        good | {"vocab_size": 5}, r"field 'vocab_size': 5, but .*config.json has vocab_size 4037"
+        good | {"vocab_size": 5},
+        rf"field 'vocab_size': 5, but .*config.json has vocab_size {VOCAB_SIZE}",
     )
     fails_with(good | {"query_special_ids": [-1]}, r"field 'query_special_ids'")
     file.write_text(json.dumps(good))
     np.save(tmp_path / QUERY_WEIGHTS_FILE, np.ones(3, np.float32))
     with pytest.raises(
-        DataError, match=r"query_weights.npy: holds float32 \(3,\), expected float32 \(4037,\)"
+        DataError,
+        match=rf"query_weights.npy: holds float32 \(3,\), expected float32 \({VOCAB_SIZE},\)",
     ):
         load_splade_model(tmp_path)
     (tmp_path / QUERY_WEIGHTS_FILE).unlink()

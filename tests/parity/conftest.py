@@ -9,8 +9,9 @@ VOCAB = 120
 FAMILIES = ("bert", "roberta", "xlm-roberta", "distilbert")
 
 
-def hf_config(family: str):
-    common = dict(vocab_size=VOCAB, max_position_embeddings=40)
+def hf_config(family: str, **overrides):
+    """A tiny random config of ``family`` (``overrides``: e.g. ``vocab_size``, ``pad_token_id``)."""
+    common = dict(vocab_size=VOCAB, max_position_embeddings=40) | overrides
     if family == "distilbert":
         return transformers.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=48, **common)
     cls = {

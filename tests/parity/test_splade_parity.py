@@ -11,7 +11,7 @@ transformers = pytest.importorskip("transformers")
 from jaxir.sparse_encode import load_splade  # noqa: E402
 from tests.fixtures import VOCAB_SIZE, vocab_tokenizer  # noqa: E402
 
-from .conftest import perturbed  # noqa: E402
+from .conftest import hf_config, perturbed  # noqa: E402
 
 ATOL = 1e-4
 POSITIONS = 48
@@ -29,16 +29,8 @@ TEXTS = [
 def mlm_config(family: str):
     # The test tokenizer (tests/fixtures) pads with id 0, so RoBERTa-style models are
     # told so (their position ids count from pad + 1).
-    common = dict(vocab_size=VOCAB_SIZE, max_position_embeddings=POSITIONS, pad_token_id=0)
-    if family == "distilbert":
-        return transformers.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=48, **common)
-    cls = {
-        "bert": transformers.BertConfig,
-        "roberta": transformers.RobertaConfig,
-        "xlm-roberta": transformers.XLMRobertaConfig,
-    }[family]
-    return cls(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, **common
+    return hf_config(
+        family, vocab_size=VOCAB_SIZE, max_position_embeddings=POSITIONS, pad_token_id=0
     )
 
 

@@ -67,7 +67,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import json
 import math
 import os
 import pathlib
@@ -81,10 +80,10 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxir import sharding
+from jaxir import sharding, store_files
 from jaxir.data.errors import DataError
-from jaxir.data.passages import Passage, UniqueIds, split_passages
-from jaxir.data.records import Document, Query
+from jaxir.data.passages import Passage, split_passages
+from jaxir.data.records import Document
 from jaxir.data.tokenizer import DEFAULT_BUCKETS, tokenize_texts_sorted
 from jaxir.models import bert, hf
 from jaxir.reps.contract import (
@@ -95,8 +94,8 @@ from jaxir.reps.contract import (
     sentence_transformers_defaults,
 )
 from jaxir.reps.dense import FORWARD, KIND
-from jaxir.reps.kinds import read_kind
 from jaxir.reps.pooling import POOLINGS
+from jaxir.store_files import MANIFEST
 
 __all__ = [
     "FORMAT",
@@ -110,13 +109,13 @@ __all__ = [
     "load_encoder",
 ]
 
-FORMAT = "jaxir-embeddings"
+FORMAT = store_files.STORES[KIND][0]
 #: Representation kinds this module's stores hold (``"kind"`` in the manifest); a sparse
-#: store is another module with its own kind, indexed by the searchers registered for it
-#: (:data:`jaxir.index.base.SEARCHERS_FOR`).
+#: store is :mod:`jaxir.sparse_store` with its own kind, indexed by the searchers
+#: registered for it (:data:`jaxir.index.base.SEARCHERS_FOR`); :func:`load_embeddings`
+#: refuses it naming the function that reads it.
 STORE_KINDS = (KIND,)
 VERSION = 1
-MANIFEST = "manifest.json"
 
 #: ``tokenizer.model_max_length`` above this means "unset": transformers then stores a
 #: sentinel (``int(1e30)``), not a limit.
@@ -478,58 +477,18 @@ class EmbeddingStore:
         return len(self.ids)
 
 
-def _shard_names(index: int) -> tuple[str, str]:
-    return f"vectors-{index:05d}.npy", f"ids-{index:05d}.txt"
-
-
-def _atomic_write(path: pathlib.Path, write) -> None:
-    """Calls ``write(binary file)`` on a temporary file, then renames it to ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_manifest(path: pathlib.Path, manifest: dict[str, Any]) -> None:
-    text = json.dumps(manifest, indent=2) + "\n"
-    _atomic_write(path / MANIFEST, lambda f: f.write(text.encode("utf-8")))
-
-
 def _read_manifest(path: pathlib.Path) -> dict[str, Any]:
     file = path / MANIFEST
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"{file}: no embedding manifest; write a store with jaxir.encode.encode_corpus "
-            "(or `jaxir encode`) first."
-        )
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file}:{e.lineno}: invalid JSON ({e.msg}).") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f'{file}: field "format" must be "{FORMAT}"; this is not a jaxir store.')
-    if manifest.get("version") != VERSION:
-        raise ValueError(
-            f'{file}: field "version" is {manifest.get("version")!r}; this jaxir reads version '
-            f"{VERSION}. Re-encode the corpus with this jaxir version."
-        )
-    for name in ("dim", "count", "shards", "encoder"):
-        if name not in manifest:
-            raise ValueError(f'{file}: field "{name}" is missing; the manifest is damaged.')
-    read_kind(manifest, file, STORE_KINDS)  # an older manifest without "kind" is dense
+    manifest = store_files.read_manifest_json(
+        file,
+        missing="no embedding manifest; write a store with jaxir.encode.encode_corpus "
+        "(or `jaxir encode`) first.",
+    )
+    # An older manifest without "kind" is dense; a sparse store is named with its reader.
+    store_files.check_store(manifest, file, KIND)
+    store_files.check_version(manifest, file, VERSION)
+    store_files.require_fields(manifest, file, ("dim", "count", "shards", "encoder"))
     return manifest
-
-
-def _read_ids(file: pathlib.Path) -> list[str]:
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"{file}: id file listed in {file.parent / MANIFEST} is missing; re-encode the "
-            "corpus (resume=False / --no-resume)."
-        )
-    text = file.read_text(encoding="utf-8")
-    return text.split("\n")[:-1] if text else []
 
 
 def load_embeddings(path: str | os.PathLike[str], mmap: bool = True) -> EmbeddingStore:
@@ -563,7 +522,7 @@ def load_embeddings(path: str | os.PathLike[str], mmap: bool = True) -> Embeddin
                 "corpus (resume=False / --no-resume)."
             )
         vectors = np.load(vectors_file, mmap_mode="r" if mmap else None)
-        shard_ids = _read_ids(ids_file)
+        shard_ids = store_files.read_ids(ids_file)
         want = int(shard["count"])
         if vectors.shape != (want, dim) or vectors.dtype != np.float32:
             raise ValueError(
@@ -583,43 +542,6 @@ def load_embeddings(path: str | os.PathLike[str], mmap: bool = True) -> Embeddin
             "embeddings; the manifest is damaged, re-encode the corpus."
         )
     return EmbeddingStore(root, manifest, ids, tuple(shards))
-
-
-def _id_and_text(item: Any, position: int) -> tuple[str, str]:
-    if isinstance(item, (Document, Query)):
-        doc_id, text = item.id, item.full_text
-    elif isinstance(item, tuple) and len(item) == 2:
-        doc_id, text = item
-    else:
-        raise TypeError(
-            f"document #{position}: expected a Document, a Query or an (id, text) tuple, got "
-            f"{type(item).__name__}."
-        )
-    if not isinstance(doc_id, str) or not doc_id or "\n" in doc_id or "\r" in doc_id:
-        raise ValueError(
-            f"document #{position}: id {doc_id!r} must be a non-empty string without line "
-            "breaks (ids are stored one a line)."
-        )
-    if not isinstance(text, str):
-        raise ValueError(
-            f"document #{position} (id {doc_id!r}): text must be a string, got "
-            f"{type(text).__name__}."
-        )
-    return doc_id, text
-
-
-def _rows(documents: Iterable[Any]) -> Iterator[tuple[str, str]]:
-    """``(id, text)`` per item of ``documents``, checking that document ids are unique.
-
-    :class:`~jaxir.data.passages.Passage` rows (MaxP) are exempt: a document's passages
-    share its id, and :func:`~jaxir.data.passages.split_passages` checked the documents.
-    """
-    seen = UniqueIds()
-    for position, item in enumerate(documents):
-        doc_id, text = _id_and_text(item, position)
-        if not isinstance(item, Passage):
-            seen.add(doc_id, position)
-        yield doc_id, text
 
 
 def _resume_point(
@@ -642,37 +564,7 @@ def _resume_point(
             f'{where}: field "dim" is {manifest["dim"]} but the encoder makes {encoder.dim}-d '
             "vectors; pass resume=False (--no-resume) or another output directory."
         )
-    count = 0
-    for shard in manifest["shards"]:
-        ids_file = root / shard["ids"]
-        if not (root / shard["vectors"]).is_file():
-            raise FileNotFoundError(
-                f"{root / shard['vectors']}: listed in {where} but missing; pass resume=False "
-                "(--no-resume) to re-encode everything."
-            )
-        for line, stored in enumerate(_read_ids(ids_file), start=1):
-            got = next(stream, None)
-            if got is None:
-                raise ValueError(
-                    f"{ids_file}:{line}: the store already holds more documents than the "
-                    "input has; the input changed, pass resume=False (--no-resume)."
-                )
-            if got[0] != stored:
-                raise ValueError(
-                    f"{ids_file}:{line}: stored id {stored!r} but input document #{count} has "
-                    f"id {got[0]!r}; the input changed since the interrupted run, pass "
-                    "resume=False (--no-resume) to re-encode it."
-                )
-            count += 1
-    return list(manifest["shards"]), count
-
-
-def _clear_store(root: pathlib.Path) -> None:
-    """Removes the manifest and shard files of a previous store in ``root`` (nothing else)."""
-    (root / MANIFEST).unlink(missing_ok=True)
-    for pattern in ("vectors-*.npy", "ids-*.txt", ".vectors-*.npy.tmp", ".ids-*.txt.tmp"):
-        for file in root.glob(pattern):
-            file.unlink()
+    return store_files.resume_shards(root, manifest, stream, ("vectors",))
 
 
 def encode_corpus(
@@ -714,13 +606,13 @@ def encode_corpus(
         raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
     root = pathlib.Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    stream = _rows(documents)
+    stream = store_files.document_rows(documents)
     shards: list[dict[str, Any]] = []
     count = 0
     if resume and (root / MANIFEST).is_file():
         shards, count = _resume_point(root, encoder, stream)
     else:
-        _clear_store(root)
+        store_files.clear_store(root, ("vectors-*.npy",))
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -732,23 +624,17 @@ def encode_corpus(
         "shards": shards,
         "encoder": encoder.settings,
     }
-    _write_manifest(root, manifest)
-    # Closed (try/finally) before an error propagates, so it is not printed on the bar's line.
+    store_files.write_manifest(root, manifest)
+    # Closed (with) before an error propagates, so it is not printed on the bar's line.
     with tqdm(total=total, initial=count, unit="doc", disable=not progress, smoothing=0.1) as bar:
-        while chunk := list(itertools.islice(stream, shard_size)):
-            ids = [doc_id for doc_id, _ in chunk]
-            vectors = encoder._encode(
-                [text for _, text in chunk], batch_size, None, on_batch=bar.update
-            )
-            vectors_name, ids_name = _shard_names(len(shards))
-            _atomic_write(root / vectors_name, lambda f, v=vectors: np.save(f, v))
-            ids_bytes = "".join(f"{i}\n" for i in ids).encode("utf-8")
-            _atomic_write(root / ids_name, lambda f, b=ids_bytes: f.write(b))
-            shards.append({"vectors": vectors_name, "ids": ids_name, "count": len(ids)})
-            manifest["count"] += len(ids)
-            _write_manifest(root, manifest)
-    if manifest["count"] == 0:
-        raise ValueError("documents is empty; there is nothing to encode.")
-    manifest["complete"] = True
-    _write_manifest(root, manifest)
+
+        def write_shard(index: int, texts: list[str]) -> dict[str, Any]:
+            vectors = encoder._encode(texts, batch_size, None, on_batch=bar.update)
+            name = f"vectors-{index:05d}.npy"
+            store_files.atomic_write(root / name, lambda f: np.save(f, vectors))
+            return {"vectors": name}
+
+        store_files.append_shards(
+            root, manifest, stream, shard_size=shard_size, write_shard=write_shard
+        )
     return load_embeddings(root)

@@ -1,8 +1,12 @@
-"""The dense :class:`Searcher` contract, its on-disk manifest, and recall against exact search.
+"""The :class:`Searcher` contract, its on-disk manifest, and recall against exact search.
 
-Every dense searcher in :mod:`jaxir.index` answers ``search(queries_qd, k)`` with
+Every searcher in :mod:`jaxir.index` answers ``search(queries_qd, k)`` with
 ``(scores_qk, indices_qk)``: float32 inner products ``<q, d>`` (callers L2-normalize
-both sides for cosine similarity) and int32 row indices into the corpus, best first.
+both sides of a dense searcher for cosine similarity) and int32 row indices into the
+corpus, best first. Dense searchers take ``[Q, D]`` arrays; the sparse
+:class:`~jaxir.index.inverted.InvertedIndex` takes ``[Q, V]`` term weights (a
+``scipy.sparse`` matrix or a dense array) and scores every document, so its results
+hold documents of score 0 after the matching ones.
 When ``k`` exceeds the number of documents (or an approximate searcher finds fewer
 than ``k``), the missing slots hold index ``-1`` and score ``-inf``.
 
@@ -47,12 +51,16 @@ METRIC = "dot_product"
 SEARCHER_KINDS: dict[str, str] = {
     "exact": "jaxir.index.exact:ExactSearcher",
     "scann": "jaxir.index.scann_index:ScannSearcher",
+    "inverted": "jaxir.index.inverted:InvertedIndex",
 }
 
 #: Representation kind (:mod:`jaxir.reps.kinds`) -> the searcher kinds that index it. A
 #: new representation (a sparse store, a docid trie) registers its searchers here, and
 #: ``jaxir index`` / ``export`` / ``search`` accept them with no new command.
-SEARCHERS_FOR: dict[str, tuple[str, ...]] = {"dense": ("scann", "exact")}
+SEARCHERS_FOR: dict[str, tuple[str, ...]] = {
+    "dense": ("scann", "exact"),
+    "sparse": ("inverted",),
+}
 
 
 def check_searcher_kind(representation: str, kind: str, where: str) -> None:
@@ -73,7 +81,11 @@ def check_searcher_kind(representation: str, kind: str, where: str) -> None:
 
 @runtime_checkable
 class Searcher(Protocol):
-    """Maximum-inner-product search over a fixed corpus of ``num_docs`` vectors of size ``dim``."""
+    """Maximum-inner-product search over a fixed corpus of ``num_docs`` vectors of size ``dim``.
+
+    ``dim`` is the vector size of a dense searcher and the vocabulary size ``V`` of a
+    sparse one.
+    """
 
     @property
     def num_docs(self) -> int: ...

@@ -127,9 +127,11 @@ def test_searcher_manifest_records_and_checks_its_representation_kind(tmp_path):
     manifest = json.loads((tmp_path / "searcher.json").read_text())
     assert manifest["kind"] == "exact" and manifest["representation"] == "dense"
     for representation, message in (
+        ("sparse", r"searcher.json: a 'sparse' store is indexed by \['inverted'\], not 'exact'"),
         (
-            "sparse",
-            r'searcher.json: field "representation" is \'sparse\'; known kinds: \[\'dense\'\]',
+            "docids",
+            r'searcher.json: field "representation" is \'docids\'; known kinds: '
+            r"\['dense', 'sparse'\]",
         ),
         (None, r"known kinds"),
     ):

@@ -63,11 +63,78 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SpladeConfig:
+    """The SPLADE family's model and regularizer (``family="splade"``, :mod:`jaxir.families.splade`).
+
+    Tied or separate query / document towers follow ``model.tied`` (one switch for both
+    families; a second SPLADE-only flag could silently disagree with it). The training
+    loss is the in-batch + hard-negative softmax over raw dot products (no temperature,
+    no normalization) plus ``train.distill`` as for dense, plus the sparsity
+    regularizer ``w(step) * (query_weight * R(q) + document_weight * R(d))``, with ``R``
+    FLOPS or L1 and ``w(step) = min(1, step / warmup_steps) ** 2``.
+
+    Defaults: ``query_weight=5e-5`` and ``document_weight=3e-5`` are sentence-transformers'
+    ``SpladeLoss`` values (its docstring example and MS MARCO training scripts, for an
+    in-batch softmax with scale 1 on dot products); ``warmup_steps=-1`` is a third of
+    ``train.steps``, the default ``warmup_ratio=1/3`` of its
+    ``SpladeRegularizerWeightSchedulerCallback`` (naver/splade's ``RegWeightScheduler``
+    has the same quadratic form). The regularizer is FLOPS, sentence-transformers' and
+    naver/splade's default, over every document of the batch (positives and negatives);
+    sentence-transformers' optional L0 ``threshold`` is off by default and not offered.
+
+    Guards (:meth:`jaxir.families.splade.SpladeFamily.check_metrics`, every step):
+    *collapse* -- the batch's average non-zeros per document (or per query, unless
+    ``inference_free``) below ``collapse_nnz``: with ``1`` this fires when the
+    representations are essentially all zero, a dead end (``relu`` passes no gradient
+    back, so the ranking loss cannot revive them); *saturation* -- the average document
+    (or query) activates more than ``saturation_share`` of the vocabulary, checked from
+    step ``saturation_after`` on (``-1``: the step the regularizer reaches full weight),
+    since a randomly initialised head starts out dense and only the regularizer makes it
+    sparse; half the vocabulary per text is already useless for an inverted index.
+
+    Attributes:
+      pooling: ``"max"`` (SPLADE v2 / ++) or ``"sum"`` (SPLADE v1) over the sequence.
+      inference_free: the query side is one learned weight per vocabulary token
+        (initialised from the training passages' IDF), no transformer at query time;
+        the query regularizer is off (no query encoder to sparsify: a query's terms
+        are its tokens).
+      max_active_dims: keep the top ``k`` weights of each document vector (0: all).
+      regularizer: ``"flops"`` or ``"l1"``.
+      query_weight: final weight of the query regularizer.
+      document_weight: final weight of the document regularizer.
+      warmup_steps: steps of the quadratic warm-up (-1: ``train.steps // 3``; 0: none).
+      fresh_head: ``model.init`` may be a directory without an MLM head: the head's
+        decoder is tied to the word embeddings, its transform and bias are fresh.
+      collapse_nnz: collapse guard threshold (average non-zeros per text); 0: off.
+      saturation_share: saturation guard threshold (share of the vocabulary active in
+        an average text); 1: off.
+      saturation_after: first step of the saturation guard (-1: end of the warm-up).
+      chunk: sequence positions per chunk when pooling the ``[B, L, V]`` logits.
+    """
+
+    pooling: str = "max"
+    inference_free: bool = False
+    max_active_dims: int = 0
+    regularizer: str = "flops"
+    query_weight: float = 5e-5
+    document_weight: float = 3e-5
+    warmup_steps: int = -1
+    fresh_head: bool = False
+    collapse_nnz: float = 1.0
+    saturation_share: float = 0.5
+    saturation_after: int = -1
+    chunk: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The retriever's model: ``init`` is a Hugging Face model directory or a preset name.
 
     ``linear`` picks the parameterization of the projections of the ``linear_layers``
     layer types (:func:`jaxir.layers.linear.linear`; ``"dense"``: plain kernels).
+    ``pooling`` / ``normalize`` / ``temperature`` are the dense family's; the SPLADE
+    family reads ``splade`` (:class:`SpladeConfig`) and ``tied``, ``init``, ``dtype``,
+    ``linear``, the prefixes.
     """
 
     init: str = "small"
@@ -82,6 +149,7 @@ class ModelConfig:
     dtype: str = "float32"
     linear: str = "dense"
     linear_layers: tuple[str, ...] = ("attention", "mlp")
+    splade: SpladeConfig = SpladeConfig()  # family="splade" only
 
     def linear_spec(self) -> LinearSpec:
         """The :class:`~jaxir.layers.linear.LinearSpec` of ``linear`` / ``linear_layers``."""

@@ -30,17 +30,16 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxir.data.pipeline import TrainingData
+from jaxir.families.text_inputs import TextPairInputs, is_hf_dir
 from jaxir.layers.linear import LinearSpec
 from jaxir.losses.contrastive import in_batch_softmax
-from jaxir.losses.distill import kl_distill, margin_mse
+from jaxir.losses.distill import group_distillation
 from jaxir.models import hf
 from jaxir.models.bert import PRESETS, EncoderConfig
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, save_dual_encoder
@@ -112,44 +111,24 @@ class DenseObjective:
         aux = {"contrastive": contrastive, "accuracy": accuracy}
         if self.distill == "none":
             return contrastive, aux
-        if "teacher_scores" not in batch:
-            raise ValueError(
-                f"train.distill={self.distill!r} needs teacher scores in the batch; build the "
-                "training data with TrainingData.build(..., teacher_scores=True)."
-            )
         student_bg = jnp.einsum(
             "bd,bgd->bg", q_bd * scale, p_bgd, preferred_element_type=jnp.float32
         )
-        term = self._distillation(student_bg, batch["teacher_scores"])
-        return contrastive + self.distill_weight * term, aux | {"distill": term}
-
-    def _distillation(self, student_bg: jax.Array, teacher_bg: jax.Array) -> jax.Array:
-        known_bg = jnp.isfinite(teacher_bg)
-        teacher_bg = jnp.where(known_bg, teacher_bg, 0.0)
-        if self.distill == "kl":
-            return kl_distill(
-                student_bg, teacher_bg, temperature=self.distill_temperature, where=known_bg
-            )
-        return margin_mse(
-            student_bg[:, 0],
-            student_bg[:, 1:],
-            teacher_bg[:, 0],
-            teacher_bg[:, 1:],
-            where=known_bg[:, 1:] & known_bg[:, :1],
+        term = group_distillation(
+            self.distill,
+            student_bg,
+            batch.get("teacher_scores"),
+            temperature=self.distill_temperature,
         )
+        return contrastive + self.distill_weight * term, aux | {"distill": term}
 
     def loss(self, model: DualEncoder, batch: Batch, rngs: nnx.Rngs) -> tuple[jax.Array, Aux]:
         """``loss_from_reps(model, represent(model, batch, rngs), batch)``."""
         return self.loss_from_reps(model, self.represent(model, batch, rngs), batch)
 
 
-def is_hf_dir(path: str) -> bool:
-    """True when ``path`` is a directory with a ``config.json`` (a Hugging Face model)."""
-    return (pathlib.Path(path) / "config.json").is_file()
-
-
 @dataclasses.dataclass(frozen=True)
-class DenseFamily(DenseObjective):
+class DenseFamily(TextPairInputs, DenseObjective):
     """The dense dual encoder as a :class:`~jaxir.training.family.Family`.
 
     Attributes (besides :class:`DenseObjective`'s):
@@ -231,37 +210,6 @@ class DenseFamily(DenseObjective):
                     )
                 state[name] = nnx.state(tower)
         return state, self.init
-
-    def training_data(self, groups: Sequence[Any], tokenizer: Any) -> TrainingData:
-        """Tokenized queries and passages of ``groups`` (teacher scores when distilling)."""
-        return TrainingData.build(
-            groups,
-            tokenizer,
-            max_query_length=self.spec.query_max_length,
-            max_passage_length=self.spec.passage_max_length,
-            query_prefix=self.spec.query_prefix,
-            passage_prefix=self.spec.passage_prefix,
-            teacher_scores=self.distill != "none",
-        )
-
-    def validation_set(
-        self,
-        queries: Mapping[str, str],
-        rows: Sequence[tuple[str, str]],
-        qrels: Mapping[str, Mapping[str, int]],
-        tokenizer: Any,
-    ) -> ValidationSet:
-        """The dev set, tokenized as the towers read it."""
-        return ValidationSet.build(
-            queries,
-            rows,
-            qrels,
-            tokenizer,
-            max_query_length=self.spec.query_max_length,
-            max_passage_length=self.spec.passage_max_length,
-            query_prefix=self.spec.query_prefix,
-            passage_prefix=self.spec.passage_prefix,
-        )
 
     def validate(
         self, model: DualEncoder, dev: ValidationSet, *, progress: bool = False

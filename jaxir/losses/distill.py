@@ -9,7 +9,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["kl_distill", "margin_mse"]
+__all__ = ["GROUP_DISTILLATION", "group_distillation", "kl_distill", "margin_mse"]
+
+#: The kinds :func:`group_distillation` computes.
+GROUP_DISTILLATION = ("kl", "margin_mse")
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -104,3 +107,56 @@ def kl_distill(
     p_bn = jnp.where(mask_bn, jnp.exp(log_p_bn), 0.0)
     kl_b = (p_bn * (log_p_bn - log_q_bn)).sum(-1)
     return _masked_mean(kl_b, row_ok_b)
+
+
+def group_distillation(
+    kind: str,
+    student_bg: jax.Array,
+    teacher_bg: jax.Array | None,
+    *,
+    temperature: float = 1.0,
+) -> jax.Array:
+    """A student's fit to a teacher's scores over each query's own group of passages.
+
+    Column 0 of a group is its positive, the others its negatives (the training batch
+    layout of :mod:`jaxir.data.pipeline`). NaN teacher scores mark passages without one
+    (random negatives): they are left out. ``kind`` is ``"kl"``
+    (:func:`kl_distill` over each group at ``temperature``) or ``"margin_mse"``
+    (:func:`margin_mse` of the positive against every negative with a score).
+
+    Args:
+      kind: ``"kl"`` or ``"margin_mse"``.
+      student_bg: [B, G] student scores (the logits its ranking loss sees).
+      teacher_bg: [B, G] teacher scores, NaN where unknown; ``None`` is a clear error.
+      temperature: divides both score sets in the KL (unused by Margin-MSE).
+
+    Returns:
+      scalar float32 (0 if no pair / row is valid).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> s = jnp.array([[2.0, 1.0, 0.0]])
+      >>> t = jnp.array([[5.0, 4.0, jnp.nan]])  # the last negative has no teacher score
+      >>> group_distillation("margin_mse", s, t).tolist()  # ((2 - 1) - (5 - 4))^2
+      0.0
+      >>> round(float(group_distillation("kl", s, t)), 4)  # same softmax over known columns
+      0.0
+    """
+    if kind not in GROUP_DISTILLATION:
+        raise ValueError(f"train.distill must be 'none', 'kl' or 'margin_mse', got {kind!r}.")
+    if teacher_bg is None:
+        raise ValueError(
+            f"train.distill={kind!r} needs teacher scores in the batch; build the "
+            "training data with TrainingData.build(..., teacher_scores=True)."
+        )
+    known_bg = jnp.isfinite(teacher_bg)
+    teacher_bg = jnp.where(known_bg, teacher_bg, 0.0)
+    if kind == "kl":
+        return kl_distill(student_bg, teacher_bg, temperature=temperature, where=known_bg)
+    return margin_mse(
+        student_bg[:, 0],
+        student_bg[:, 1:],
+        teacher_bg[:, 0],
+        teacher_bg[:, 1:],
+        where=known_bg[:, 1:] & known_bg[:, :1],
+    )

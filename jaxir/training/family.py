@@ -121,6 +121,7 @@ class Family(Objective, Protocol):
 #: run config and returns a :class:`Family` (the config stops there: DESIGN principle 1).
 FAMILIES: dict[str, str | Callable[[Any], Family]] = {
     "dense": "jaxir.families.dense:DenseFamily.from_config",
+    "splade": "jaxir.families.splade:SpladeFamily.from_config",
 }
 
 

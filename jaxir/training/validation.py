@@ -126,19 +126,49 @@ def _encode_all(tower, spec, ids: np.ndarray, mask: np.ndarray, bar: tqdm) -> ja
     return jnp.concatenate(parts)
 
 
+def top_docs_metrics(
+    top_scores_qk: jax.Array,
+    top_docs_qk: jax.Array,
+    labels_qd: jax.Array,
+    num_relevant_q: jax.Array,
+    ideal_labels_qr: jax.Array,
+) -> dict[str, jax.Array]:
+    """Mean nDCG@10 and R@100 over queries with relevant documents, from their top documents.
+
+    Every family's validation ends here (dense: :func:`validate`; SPLADE:
+    :mod:`jaxir.families.splade`), so the dev numbers of all families are one metric code.
+
+    Args:
+      top_scores_qk: [Q, K] scores of each query's top ``K = min(100, D)`` documents.
+      top_docs_qk: [Q, K] int their document columns in ``[0, D)``.
+      labels_qd, num_relevant_q, ideal_labels_qr: as in :class:`ValidationSet`.
+
+    Returns:
+      ``{"nDCG@10": [], "R@100": []}`` float32 scalars.
+
+    Example (document 1, the relevant one, ranked first):
+      >>> import jax.numpy as jnp
+      >>> out = top_docs_metrics(jnp.array([[2.0, 1.0]]), jnp.array([[1, 0]]),
+      ...                        jnp.array([[0, 1]]), jnp.array([1]), jnp.array([[1]]))
+      >>> {name: float(value) for name, value in out.items()}
+      {'nDCG@10': 1.0, 'R@100': 1.0}
+    """
+    k = top_docs_qk.shape[1]
+    top_labels = jnp.take_along_axis(labels_qd, top_docs_qk, axis=1)
+    ndcg = M.ndcg_at_k(top_scores_qk, top_labels, k=10, ideal_labels_qr=ideal_labels_qr)
+    recall = M.recall_at_k(top_scores_qk, top_labels, k=k, num_relevant_q=num_relevant_q)
+    valid = num_relevant_q > 0
+    count = jnp.maximum(valid.sum(), 1)
+    return {"nDCG@10": (ndcg * valid).sum() / count, "R@100": (recall * valid).sum() / count}
+
+
 @jax.jit
 def _metrics(q_qd, p_nd, passage_doc, labels_qd, num_relevant_q, ideal_labels_qr):
     scores_qn = q_qd @ p_nd.T
     # Each document's best passage; padding rows map past the last document and drop out.
     scores_qd = jax.ops.segment_max(scores_qn.T, passage_doc, labels_qd.shape[1]).T
-    k = min(100, labels_qd.shape[1])
-    top_scores, top_index = jax.lax.top_k(scores_qd, k)
-    top_labels = jnp.take_along_axis(labels_qd, top_index, axis=1)
-    ndcg = M.ndcg_at_k(top_scores, top_labels, k=10, ideal_labels_qr=ideal_labels_qr)
-    recall = M.recall_at_k(top_scores, top_labels, k=k, num_relevant_q=num_relevant_q)
-    valid = num_relevant_q > 0
-    count = jnp.maximum(valid.sum(), 1)
-    return {"nDCG@10": (ndcg * valid).sum() / count, "R@100": (recall * valid).sum() / count}
+    top_scores, top_index = jax.lax.top_k(scores_qd, min(100, labels_qd.shape[1]))
+    return top_docs_metrics(top_scores, top_index, labels_qd, num_relevant_q, ideal_labels_qr)
 
 
 def validate(model: nnx.Module, data: ValidationSet, *, progress: bool = False) -> dict[str, float]:

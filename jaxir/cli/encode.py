@@ -15,6 +15,12 @@ again with the same arguments (--no-resume starts over). Read the result with
 jaxir.encode.load_embeddings(OUT). With several devices, batches are split over all
 of them. Ids must be unique: a repeated _id is reported with its file and both lines.
 
+A SPLADE model (a directory written by `jaxir train` with family=splade, holding
+jaxir_splade.json, or its train workdir) writes a sparse store instead (kind "sparse":
+CSR shards indptr/indices/values-*.npy + ids-*.txt + terms.txt; read it with
+jaxir.sparse_store.load_sparse_store); its pooling, lengths and prefixes come from the
+model, so --pooling / --normalize / --prefix do not apply.
+
 Pooling, normalization, maximum length and prefix default to the tower's serving
 contract (jaxir_encoder.json: the passage role for a corpus, the query role for
 queries), else to a sentence-transformers directory's settings, else to mean pooling,
@@ -26,6 +32,7 @@ Example:
       --out emb/scifact --pooling mean --normalize --max-length 256
   # long documents: one row per 256-token passage, a document scores its best (MaxP)
   jaxir encode ... --split-documents --stride 128
+  jaxir encode --model runs/s1/model --data ../shared/data/scifact --out runs/s1/store
 """
 
 from __future__ import annotations
@@ -45,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         type=pathlib.Path,
         metavar="DIR",
-        help="encoder directory (config.json, model.safetensors, tokenizer files) or a "
-        "dual-encoder directory (query/ [+ passage/])",
+        help="encoder directory (config.json, model.safetensors, tokenizer files), a "
+        "dual-encoder directory (query/ [+ passage/]), or a SPLADE model or run directory "
+        "(sparse store)",
     )
     parser.add_argument(
         "--data",
@@ -183,18 +191,91 @@ def _stored_count(out: pathlib.Path) -> int:
         return 0  # no store, or a damaged one that encode_corpus reports
 
 
+def _splade_model(path: pathlib.Path) -> pathlib.Path | None:
+    """The SPLADE model directory at ``path`` or in the run workdir ``path``, else ``None``."""
+    from jaxir.models.splade import is_splade_dir
+
+    return next((d for d in (path, path / "model") if is_splade_dir(d)), None)
+
+
+def _encode_records(write, args: argparse.Namespace, records, total, file):
+    """``write(records, total)`` with duplicate ids reported as lines of ``file``; seconds taken."""
+    from jaxir.data.passages import DuplicateIdError
+
+    start = time.perf_counter()
+    # The store writer holds the only progress bar and closes it before an error propagates.
+    try:
+        store = write(records, total)
+    except DuplicateIdError as e:  # positions in the file's records -> its lines
+        if file is None:
+            raise
+        raise _duplicate_error(file, e) from None
+    return store, time.perf_counter() - start
+
+
+def _summary(args: argparse.Namespace, count: int, kept: int, seconds: float, shape: str) -> str:
+    new = count - kept
+    resumed = f" ({kept} kept from an earlier run)" if kept else ""
+    return (
+        f"jaxir encode: {count} {args.what} texts{resumed} -> {args.out}\n"
+        f"  {shape}, {new} encoded in {seconds:.1f} s ({new / max(seconds, 1e-9):.1f} docs/s)"
+    )
+
+
+def _run_sparse(args: argparse.Namespace, model: pathlib.Path, role: str) -> int:
+    """``jaxir encode`` of a SPLADE model: a sparse store."""
+    from jaxir.sparse_encode import load_splade
+    from jaxir.sparse_store import encode_sparse_corpus
+
+    dense_only = {"--pooling": args.pooling, "--normalize": args.normalize, "--prefix": args.prefix}
+    given = [flag for flag, value in dense_only.items() if value is not None]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)}: not for a SPLADE model ({model}); its pooling and prefixes "
+            "are in its jaxir_splade.json"
+        )
+    if args.split_documents:
+        raise ValueError(
+            "--split-documents is for dense encoders; a SPLADE store holds one vector per "
+            "document (truncated to --max-length)"
+        )
+    encoder = load_splade(model, dtype=args.dtype, max_length=args.max_length, role=role)
+    records, total, file = _records(args.data, args.what)
+    kept = _stored_count(args.out) if args.resume else 0
+
+    def write(records, total):
+        return encode_sparse_corpus(
+            encoder,
+            records,
+            args.out,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            resume=args.resume,
+            progress=True,
+            total=total,
+            role=role,
+        )
+
+    store, seconds = _encode_records(write, args, records, total, file)
+    per_row = store.nnz / max(len(store), 1)
+    shape = f"sparse, vocabulary {store.vocab_size}, {per_row:.1f} non-zeros per {role}"
+    print(_summary(args, len(store), kept, seconds, shape))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Encodes ``args.data`` into ``args.out`` and prints a summary."""
     import jax
 
     from jaxir import sharding
-    from jaxir.data.passages import DuplicateIdError
     from jaxir.encode import encode_corpus, load_encoder
     from jaxir.models.dual_encoder import is_dual_encoder_dir, tower_dir
 
     if args.split_documents and args.what != "corpus":
         raise ValueError("--split-documents applies to --what corpus only (queries are not split)")
     role = "passage" if args.what == "corpus" else "query"
+    if _splade_model(args.model) is not None:
+        return _run_sparse(args, _splade_model(args.model), role)
     model = tower_dir(args.model, role) if is_dual_encoder_dir(args.model) else args.model
     mesh = sharding.make_mesh(data=-1) if jax.device_count() > 1 else None
     encoder = load_encoder(
@@ -211,10 +292,9 @@ def run(args: argparse.Namespace) -> int:
     if args.split_documents:  # duplicate ids are then checked on the documents, not passages
         records, total = encoder.passages(records, stride=args.stride), None
     kept = _stored_count(args.out) if args.resume else 0
-    start = time.perf_counter()
-    # encode_corpus holds the only progress bar and closes it before an error propagates.
-    try:
-        store = encode_corpus(
+
+    def write(records, total):
+        return encode_corpus(
             encoder,
             records,
             args.out,
@@ -224,16 +304,9 @@ def run(args: argparse.Namespace) -> int:
             progress=True,
             total=total,
         )
-    except DuplicateIdError as e:  # positions in the file's records -> its lines
-        if file is None:
-            raise
-        raise _duplicate_error(file, e) from None
-    seconds = time.perf_counter() - start
-    new = len(store) - kept
-    resumed = f" ({kept} kept from an earlier run)" if kept else ""
+
+    store, seconds = _encode_records(write, args, records, total, file)
     print(
-        f"jaxir encode: {len(store)} {args.what} texts{resumed} -> {args.out}\n"
-        f"  dim {store.dim}, {len(store.shards)} shard(s), {new} encoded in {seconds:.1f} s "
-        f"({new / seconds:.1f} docs/s)"
+        _summary(args, len(store), kept, seconds, f"dim {store.dim}, {len(store.shards)} shard(s)")
     )
     return 0

@@ -2,12 +2,15 @@
 
 A bundle is what ``jaxir export`` writes and ``jaxir search BUNDLE "query"`` reads::
 
-    manifest.json     format, versions, encoder contract, index kind, sizes, metrics,
-                      and every other file with its size and SHA-256
-    query_encoder/    Hugging Face directory of the query tower (config.json,
+    manifest.json     format, versions, encoder contract, kind, index kind, sizes,
+                      metrics, and every other file with its size and SHA-256
+    query_encoder/    dense: Hugging Face directory of the query tower (config.json,
                       model.safetensors, tokenizer files, jaxir_encoder.json restricted
-                      to the query role); a tied dual encoder's single tower
-    index/            a saved searcher (ScaNN by default, exact allowed): searcher.json + data
+                      to the query role); a tied dual encoder's single tower.
+                      sparse: the SPLADE model directory (save_splade: jaxir_splade.json,
+                      the *ForMaskedLM weights, tokenizer; query/ or query_weights.npy)
+    index/            a saved searcher: searcher.json + data (dense: ScaNN by default,
+                      exact allowed; sparse: the inverted index)
     doc_ids.txt       N document ids, one a line; row i of the index is line i
     corpus.jsonl[.gz] optional: the documents, so search results can show their text
 
@@ -69,7 +72,7 @@ import os
 import pathlib
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -78,14 +81,19 @@ import transformers
 import jaxir
 from jaxir.data.runs import Run
 from jaxir.data.tokenizer import CONTRACT_FILE as TOKENIZER_CONTRACT_FILE
-from jaxir.encode import EmbeddingStore, TextEncoder, load_embeddings, load_encoder
-from jaxir.index import ExactSearcher, Searcher, load_searcher
+from jaxir.encode import EmbeddingStore, TextEncoder, load_encoder
+from jaxir.index import Searcher, build_searcher, load_searcher
 from jaxir.index.base import SEARCHERS_FOR, check_searcher_kind, file_sha256
 from jaxir.models import hf
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, load_spec, tower_contracts
+from jaxir.models.splade import CONTRACT_FILE as SPLADE_CONTRACT
+from jaxir.models.splade import Splade, is_splade_dir, save_splade
 from jaxir.reps.contract import CONTRACT_FILE, load_tower_tokenizer, save_contract
 from jaxir.reps.kinds import DEFAULT_KIND, read_kind
 from jaxir.search.retrieve import max_rows_per_doc, retrieve
+from jaxir.sparse_encode import SparseEncoder, load_splade
+from jaxir.sparse_store import SparseStore
+from jaxir.store_files import load_store
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -168,14 +176,6 @@ def _check_store(store: EmbeddingStore, spec: DualEncoderSpec, dim: int) -> None
         )
 
 
-def _build_searcher(kind: str, vectors: np.ndarray, options: Mapping[str, Any]) -> Searcher:
-    if kind == "exact":
-        return ExactSearcher(vectors, **options)
-    from jaxir.index import ScannSearcher
-
-    return ScannSearcher.build(vectors, **options)
-
-
 def _prepare_out(out: pathlib.Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         is_bundle = (out / MANIFEST).is_file() and _is_bundle_manifest(out / MANIFEST)
@@ -211,12 +211,104 @@ def _file_entries(root: pathlib.Path) -> list[dict[str, Any]]:
     ]
 
 
-def export_bundle(
+@dataclasses.dataclass(frozen=True)
+class _QuerySide:
+    """What a bundle needs of its model: the manifest's ``"encoder"`` section and a writer."""
+
+    contract: dict[str, Any]
+    write: Callable[[pathlib.Path], None]
+
+
+def _dense_query_side(
     model: DualEncoder | PathLike,
-    embeddings: EmbeddingStore | PathLike,
+    tokenizer: transformers.PreTrainedTokenizerBase | None,
+    store: EmbeddingStore,
+) -> _QuerySide:
+    if not isinstance(model, DualEncoder) and is_splade_dir(model):
+        raise BundleError(
+            f"{model}: a SPLADE model, but {store.path} is a dense store; export a SPLADE "
+            "model with the sparse store it encoded (jaxir encode --model MODEL ...)"
+        )
+    spec, tower, tokenizer = _resolve_model(model, tokenizer)
+    _check_store(store, spec, _hidden_size(tower))
+
+    def write(encoder_dir: pathlib.Path) -> None:
+        if isinstance(tower, DualEncoder):
+            hf.save_pretrained(tower.query_encoder, encoder_dir)
+        else:
+            ignore = shutil.ignore_patterns(CONTRACT_FILE, TOKENIZER_CONTRACT_FILE)
+            shutil.copytree(tower, encoder_dir, ignore=ignore)
+        tokenizer.save_pretrained(encoder_dir)
+        contract = tower_contracts(spec, tokenizer)["query"].with_roles("query")
+        save_contract(encoder_dir, contract)
+
+    contract = {
+        "pooling": spec.pooling,
+        "normalize": spec.normalize,
+        "prefix": spec.query_prefix,
+        "max_length": spec.query_max_length,
+    }
+    return _QuerySide(contract, write)
+
+
+#: Fields of a sparse store's ``"encoder"`` that the bundle's query encoder must share.
+_SPARSE_MATCH = ("pooling", "vocab_size", "inference_free", "tied")
+
+
+def _sparse_query_side(model: Splade | PathLike, tokenizer: Any, store: SparseStore) -> _QuerySide:
+    """The SPLADE model (directory, run workdir or :class:`Splade` + tokenizer) of a sparse bundle."""
+    if isinstance(model, Splade):
+        if tokenizer is None:
+            raise BundleError(
+                "export_bundle: a Splade object needs tokenizer= (the tokenizer it was trained "
+                "with); or pass the directory written by save_splade"
+            )
+        encoder = SparseEncoder(model, tokenizer, role="query")
+        root = None
+    else:
+        root = next(
+            (d for d in (pathlib.Path(model), pathlib.Path(model) / "model") if is_splade_dir(d)),
+            None,
+        )
+        if root is None:
+            raise BundleError(
+                f"{model}: no {SPLADE_CONTRACT} there (nor in {pathlib.Path(model) / 'model'}); "
+                "a sparse store is served with the SPLADE model that encoded it: pass its "
+                "directory (save_splade) or its training run"
+            )
+        encoder = load_splade(root, role="query")
+    where = store.path / "manifest.json"
+    made = encoder.describe()
+    for name in _SPARSE_MATCH:
+        if store.encoder.get(name) != made[name]:
+            raise BundleError(
+                f'{where}: field "encoder.{name}" is {store.encoder.get(name)!r} but the model '
+                f"{root or 'given'} has {made[name]!r}; encode the corpus with this model "
+                "(jaxir encode --model MODEL ...)"
+            )
+    if list(store.terms) != encoder.terms:
+        raise BundleError(
+            f"{store.path}: the store's vocabulary (terms.txt) differs from the model's "
+            "tokenizer; encode the corpus with this model"
+        )
+
+    def write(encoder_dir: pathlib.Path) -> None:
+        if root is None:
+            save_splade(model, encoder_dir, tokenizer=tokenizer)
+        else:
+            shutil.copytree(root, encoder_dir)
+
+    contract = {k: made[k] for k in ("kind", "pooling", "inference_free", "tied", "vocab_size")}
+    contract.update(prefix=made["query_prefix"], max_length=made["query_max_length"])
+    return _QuerySide(contract, write)
+
+
+def export_bundle(
+    model: DualEncoder | Splade | PathLike,
+    embeddings: EmbeddingStore | SparseStore | PathLike,
     out_dir: PathLike,
     *,
-    index: str = "scann",
+    index: str | None = None,
     metrics: Mapping[str, float] | None = None,
     tokenizer: transformers.PreTrainedTokenizerBase | None = None,
     corpus: PathLike | None = None,
@@ -225,50 +317,63 @@ def export_bundle(
 ) -> pathlib.Path:
     """Write a serving bundle (module docstring) and return its directory.
 
+    The bundle's kind is the store's: a dense embedding store is served by the query
+    tower of a dual encoder and a ScaNN or exact searcher, a sparse store (SPLADE) by
+    the SPLADE model's query side and an inverted index.
+
     Args:
-      model: a dual-encoder directory (``save_dual_encoder``: ``query/`` with its
+      model: dense: a dual-encoder directory (``save_dual_encoder``: ``query/`` with its
         tokenizer and ``jaxir_encoder.json``) or a :class:`DualEncoder` object (then
-        pass ``tokenizer``). Only the query tower is exported.
-      embeddings: the document embedding store (directory or :class:`EmbeddingStore`)
-        encoded by this model's passage tower; its pooling and normalization must match
-        the model's spec.
+        pass ``tokenizer``); only the query tower is exported. Sparse: a SPLADE model
+        directory (``save_splade``), a training run holding one in ``model/``, or a
+        :class:`~jaxir.models.splade.Splade` object (then pass ``tokenizer``); the whole
+        model is copied (its query side needs the tokenizer, the head and, for a tied
+        model, the one encoder).
+      embeddings: the document store (directory, :class:`EmbeddingStore` or
+        :class:`~jaxir.sparse_store.SparseStore`) encoded by this model; a dense store's
+        pooling and normalization must match the model's spec, a sparse store's
+        pooling, vocabulary, towers and inference-free setting the model's.
       out_dir: the bundle directory; must not exist or be empty.
-      index: ``"scann"`` (approximate, needs ``scann``) or ``"exact"`` (on device).
+      index: the searcher kind (``jaxir.index.base.SEARCHERS_FOR``): dense ``"scann"``
+        (default; approximate, needs ``scann``) or ``"exact"`` (on device); sparse
+        ``"inverted"`` (default).
       metrics: evaluation results to record (e.g. ``{"nDCG@10": 0.61}``).
-      tokenizer: the model's tokenizer (default: the one in ``model/query``).
+      tokenizer: the model's tokenizer (default: the one saved with the model).
       corpus: optional ``corpus.jsonl[.gz]`` copied in, so search shows document text.
-      index_options: keyword arguments of ``ScannSearcher.build`` (``num_leaves``,
-        ``num_leaves_to_search``, ``reorder``, ...) or of ``ExactSearcher``.
+      index_options: keyword arguments of the searcher's build (``ScannSearcher.build``:
+        ``num_leaves``, ``reorder``, ...; ``InvertedIndex``: ``block_size``, ``quantize``).
       overwrite: replace an existing bundle at ``out_dir``.
 
     Raises:
-      BundleError: embeddings inconsistent with the model, bad ``index``, or a
-        non-empty ``out_dir``.
+      BundleError: a store inconsistent with the model, bad ``index``, or a non-empty
+        ``out_dir``.
     """
-    store = embeddings if isinstance(embeddings, EmbeddingStore) else load_embeddings(embeddings)
+    if isinstance(embeddings, (EmbeddingStore, SparseStore)):
+        store = embeddings
+    else:
+        try:
+            store = load_store(embeddings)
+        except (FileNotFoundError, ValueError) as e:
+            raise BundleError(str(e)) from None
     representation = store.manifest.get("kind", DEFAULT_KIND)
+    index = SEARCHERS_FOR[representation][0] if index is None else index
     try:
         check_searcher_kind(representation, index, str(store.path / "manifest.json"))
     except ValueError as e:
         raise BundleError(f"index={index!r}: {e}") from None
-    spec, tower, tokenizer = _resolve_model(model, tokenizer)
-    _check_store(store, spec, _hidden_size(tower))
+    if representation == "sparse":
+        query_side = _sparse_query_side(model, tokenizer, store)
+        docs = store.matrix
+    else:
+        query_side = _dense_query_side(model, tokenizer, store)
+        docs = np.asarray(store.vectors)
     if corpus is not None and not pathlib.Path(corpus).is_file():
         raise BundleError(f"{corpus}: corpus file not found; pass a corpus.jsonl[.gz] file")
     out = pathlib.Path(out_dir)
     _prepare_out(out, overwrite)
 
-    encoder_dir = out / QUERY_ENCODER
-    if isinstance(tower, DualEncoder):
-        hf.save_pretrained(tower.query_encoder, encoder_dir)
-    else:
-        ignore = shutil.ignore_patterns(CONTRACT_FILE, TOKENIZER_CONTRACT_FILE)
-        shutil.copytree(tower, encoder_dir, ignore=ignore)
-    tokenizer.save_pretrained(encoder_dir)
-    save_contract(encoder_dir, tower_contracts(spec, tokenizer)["query"].with_roles("query"))
-
-    searcher = _build_searcher(index, np.asarray(store.vectors), index_options or {})
-    searcher.save(out / INDEX)
+    query_side.write(out / QUERY_ENCODER)
+    build_searcher(index, docs, **(index_options or {})).save(out / INDEX)
     (out / DOC_IDS).write_text("".join(f"{i}\n" for i in store.ids), encoding="utf-8")
     if corpus is not None:
         name = "corpus.jsonl.gz" if str(corpus).endswith(".gz") else "corpus.jsonl"
@@ -279,17 +384,12 @@ def export_bundle(
         "bundle_version": BUNDLE_VERSION,
         "jaxir_version": jaxir.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "encoder": {
-            "pooling": spec.pooling,
-            "normalize": spec.normalize,
-            "prefix": spec.query_prefix,
-            "max_length": spec.query_max_length,
-        },
+        "encoder": query_side.contract,
         "documents": dict(store.manifest["encoder"]),
         "kind": representation,
         "index": {"kind": index},
         "num_docs": len(store.ids),
-        "dim": store.dim,
+        "dim": store.vocab_size if representation == "sparse" else store.dim,
         "metrics": {str(k): float(v) for k, v in (metrics or {}).items()},
         "files": _file_entries(out),
     }
@@ -309,20 +409,21 @@ class Bundle:
     Attributes:
       path: the bundle directory.
       manifest: the parsed ``manifest.json``.
-      encoder: the query :class:`~jaxir.encode.TextEncoder` (contract applied).
+      encoder: the query encoder: a :class:`~jaxir.encode.TextEncoder` (dense; contract
+        applied) or a :class:`~jaxir.sparse_encode.SparseEncoder` (sparse, role query).
       searcher: the loaded :class:`~jaxir.index.Searcher`.
       doc_ids: ``[N]`` ids; row ``i`` of the searcher is ``doc_ids[i]``.
     """
 
     path: pathlib.Path
     manifest: dict[str, Any]
-    encoder: TextEncoder
+    encoder: TextEncoder | SparseEncoder
     searcher: Searcher
     doc_ids: list[str]
 
     @property
     def kind(self) -> str:
-        """The representation kind the bundle serves (``"dense"``; :mod:`jaxir.reps.kinds`)."""
+        """The representation kind the bundle serves (``"dense"`` or ``"sparse"``; :mod:`jaxir.reps.kinds`)."""
         return self.manifest.get("kind", DEFAULT_KIND)
 
     @functools.cached_property
@@ -436,6 +537,10 @@ def load_bundle(path: PathLike, *, verify: bool = True, dtype: str = "float32") 
         Hashing reads every byte once; turn off only for trusted local copies.
       dtype: compute dtype of the query encoder (``"float32"`` or ``"bfloat16"``).
 
+    A sparse bundle's query encoder is its SPLADE model's query side
+    (:func:`jaxir.load_splade` with ``role="query"``) and its searcher the inverted
+    index, searched in exact mode (block-max safe pruning: the exhaustive top-k).
+
     Raises:
       BundleError: not a bundle, another bundle format version, a missing file, or a
         file whose size / SHA-256 differs from the manifest (the message names the
@@ -449,14 +554,19 @@ def load_bundle(path: PathLike, *, verify: bool = True, dtype: str = "float32") 
     manifest = _read_manifest(root)
     _verify_files(root, manifest, verify)
     contract = manifest["encoder"]
-    encoder = load_encoder(
-        root / QUERY_ENCODER,
-        pooling=contract["pooling"],
-        normalize=contract["normalize"],
-        max_length=contract["max_length"],
-        prefix=contract["prefix"],
-        dtype=dtype,
-    )
+    if manifest.get("kind", DEFAULT_KIND) == "sparse":
+        encoder = load_splade(
+            root / QUERY_ENCODER, dtype=dtype, max_length=contract["max_length"], role="query"
+        )
+    else:
+        encoder = load_encoder(
+            root / QUERY_ENCODER,
+            pooling=contract["pooling"],
+            normalize=contract["normalize"],
+            max_length=contract["max_length"],
+            prefix=contract["prefix"],
+            dtype=dtype,
+        )
     searcher = load_searcher(root / INDEX)
     text = (root / DOC_IDS).read_text(encoding="utf-8")
     doc_ids = text.split("\n")[:-1] if text else []

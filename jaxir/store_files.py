@@ -42,7 +42,7 @@ from typing import Any, BinaryIO
 
 from jaxir.data.passages import Passage, UniqueIds
 from jaxir.data.records import Document, Query
-from jaxir.reps.kinds import read_kind
+from jaxir.reps.kinds import read_kind, resolve
 
 __all__ = [
     "MANIFEST",
@@ -53,6 +53,7 @@ __all__ = [
     "check_version",
     "clear_store",
     "document_rows",
+    "load_store",
     "read_ids",
     "read_manifest_json",
     "require_fields",
@@ -134,6 +135,29 @@ def check_store(manifest: Any, file: pathlib.Path, kind: str) -> None:
                 f"{e}; a {found_kind} store is read with {STORES[found_kind][1]}()"
             ) from None
         raise
+
+
+def load_store(path: str | os.PathLike[str]) -> Any:
+    """The store at ``path``, read by the reader of its manifest's kind (:data:`STORES`).
+
+    A dense store comes back as :class:`jaxir.encode.EmbeddingStore`, a sparse one as
+    :class:`jaxir.sparse_store.SparseStore`; both have ``manifest``, ``ids`` and
+    ``len()``.
+
+    Raises:
+      FileNotFoundError: no ``manifest.json`` at ``path``.
+      ValueError: the manifest is not valid JSON or has an unknown kind.
+    """
+    root = pathlib.Path(path)
+    file = root / MANIFEST
+    manifest = read_manifest_json(
+        file, missing="no jaxir store here; write one with `jaxir encode`"
+    )
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{file}: expected a JSON object; this is not a jaxir store.")
+    kind = read_kind(manifest, file, STORES)
+    module, _, name = STORES[kind][1].rpartition(".")
+    return resolve(f"{module}:{name}")(root)
 
 
 def check_version(manifest: dict[str, Any], file: pathlib.Path, version: int) -> None:

@@ -1,12 +1,21 @@
-"""Score TREC run files against BEIR qrels and print a results table.
+"""Score TREC run files, or a trained model, against BEIR qrels and print a results table.
 
-Reads one or more runs (6-column TREC files: query_id Q0 doc_id rank score tag) and a
+Model mode: `jaxir evaluate RUN_DIR --data DATA --split test` searches the split's
+queries with the model in RUN_DIR/model (a dual encoder or a SPLADE model; or a model
+directory given directly) over the document store RUN_DIR/store (encoded first when
+missing; --store to use another) with RUN_DIR/index when it exists (--index; else exact
+search), and prints the measures; for a SPLADE model also the average non-zeros per
+query and per document and the FLOPS (expected multiplications per query-document
+pair). --out writes the run (jaxir.eval.model_eval has the details).
+
+Run mode: reads one or more runs (6-column TREC files: query_id Q0 doc_id rank score tag) and a
 qrels TSV (query-id <TAB> corpus-id <TAB> score, header optional) and prints one row
 per run with the mean of each measure over the queries of the qrels, computed by
 ir_measures with trec_eval semantics. Queries of the qrels that a run does not answer
 score 0 (--missing-queries ignore averages only over answered queries, like BEIR).
 
-Example:
+Examples:
+  jaxir evaluate runs/s1 --data ../shared/data/scifact --split test
   jaxir evaluate --run runs/dense.trec --run runs/bm25.trec \\
       --qrels ../shared/data/scifact/qrels/test.tsv --metrics nDCG@10,RR@10,R@100,AP
 """
@@ -17,7 +26,7 @@ import argparse
 import json
 import pathlib
 
-HELP = "score TREC runs against qrels (nDCG@10, RR@10, R@100, AP, ...)"
+HELP = "score a trained model on a BEIR split, or TREC runs against qrels (nDCG@10, ...)"
 
 DEFAULT_METRICS = "nDCG@10,RR@10,R@100,AP"
 
@@ -25,20 +34,44 @@ DEFAULT_METRICS = "nDCG@10,RR@10,R@100,AP"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``jaxir evaluate``."""
     parser.add_argument(
+        "model",
+        nargs="?",
+        type=pathlib.Path,
+        metavar="RUN_OR_MODEL_DIR",
+        help="model mode: a `jaxir train` workdir or a model directory (dense or SPLADE)",
+    )
+    parser.add_argument(
         "--run",
-        required=True,
         action="append",
         type=pathlib.Path,
         metavar="RUN",
-        help="TREC run file (.gz ok); repeat to compare several runs in one table",
+        help="run mode: TREC run file (.gz ok); repeat to compare several runs in one table",
     )
     parser.add_argument(
         "--qrels",
-        required=True,
         type=pathlib.Path,
         metavar="QRELS",
-        help="BEIR qrels TSV, e.g. DATA/qrels/test.tsv",
+        help="run mode: BEIR qrels TSV, e.g. DATA/qrels/test.tsv",
     )
+    mode = parser.add_argument_group("model mode")
+    mode.add_argument("--data", type=pathlib.Path, metavar="DIR", help="BEIR dataset directory")
+    mode.add_argument("--split", default="test", help="qrels split to score (default: %(default)s)")
+    mode.add_argument(
+        "--store",
+        type=pathlib.Path,
+        metavar="DIR",
+        help="document store to search (default: RUN_DIR/store, encoded when missing)",
+    )
+    mode.add_argument(
+        "--index",
+        type=pathlib.Path,
+        metavar="DIR",
+        help="saved searcher over the store (default: RUN_DIR/index if present, else exact)",
+    )
+    mode.add_argument(
+        "-k", type=int, default=100, help="documents retrieved per query (default: %(default)s)"
+    )
+    mode.add_argument("--out", type=pathlib.Path, metavar="RUN", help="write the run (TREC)")
     parser.add_argument(
         "--metrics",
         default=DEFAULT_METRICS,
@@ -54,18 +87,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--json",
         type=pathlib.Path,
         metavar="FILE",
-        help="also write {run name: {metric: value}} to this JSON file",
+        help="also write {name: {metric: value}} to this JSON file",
     )
 
 
+def _write_json(path: pathlib.Path | None, rows: dict) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def _metrics(text: str) -> list[str]:
+    metrics = [m.strip() for m in text.split(",") if m.strip()]
+    if not metrics:
+        raise ValueError("--metrics is empty; pass names like nDCG@10,RR@10")
+    return metrics
+
+
+def _run_model(args: argparse.Namespace, metrics: list[str]) -> int:
+    """Model mode: search the split with the model and print its row."""
+    from jaxir.data.runs import write_trec_run
+    from jaxir.eval.evaluate import format_table
+    from jaxir.eval.model_eval import evaluate_model
+
+    if args.run or args.qrels is not None:
+        raise ValueError(
+            "give RUN_OR_MODEL_DIR (model mode, with --data) or --run/--qrels (run mode), not both"
+        )
+    if args.data is None:
+        raise ValueError(f"--data is required to evaluate {args.model}: the BEIR directory")
+    result = evaluate_model(
+        args.model,
+        args.data,
+        args.split,
+        store=args.store,
+        index=args.index,
+        k=args.k,
+        metrics=metrics,
+    )
+    name = args.model.name
+    print(format_table({name: result.metrics}))
+    if result.stats:
+        s = result.stats
+        print(
+            f"sparsity: {s['query_nnz']:.1f} non-zeros per query, {s['document_nnz']:.1f} per "
+            f"document, FLOPS {s['flops']:.2f} (expected multiplications per query-document pair)"
+        )
+    if args.out is not None:
+        write_trec_run(result.run, args.out, tag=name.replace(" ", "_") or "jaxir")
+        print(f"run written to {args.out}")
+    _write_json(args.json, {name: {**result.metrics, **result.stats}})
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    """Evaluates every ``--run`` and prints the table."""
+    """Evaluates the model, or every ``--run``, and prints the table."""
     from jaxir.data.records import load_qrels
     from jaxir.eval.evaluate import evaluate, format_table
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    if not metrics:
-        raise ValueError("--metrics is empty; pass names like nDCG@10,RR@10")
+    metrics = _metrics(args.metrics)
+    if args.model is not None:
+        return _run_model(args, metrics)
+    if not args.run or args.qrels is None:
+        raise ValueError(
+            "nothing to evaluate: pass RUN_OR_MODEL_DIR with --data, or --run RUN (repeatable) "
+            "with --qrels QRELS"
+        )
+    given = {"--data": args.data, "--store": args.store, "--index": args.index, "--out": args.out}
+    extra = [flag for flag, value in given.items() if value is not None]
+    if extra:
+        raise ValueError(f"{', '.join(extra)}: only for model mode (RUN_OR_MODEL_DIR)")
     qrels = load_qrels(args.qrels)
     rows = {}
     for path in args.run:
@@ -74,7 +165,5 @@ def run(args: argparse.Namespace) -> int:
             name = str(path)
         rows[name] = evaluate(path, qrels, metrics, missing_queries=args.missing_queries)
     print(format_table(rows))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    _write_json(args.json, rows)
     return 0

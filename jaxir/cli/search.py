@@ -12,9 +12,10 @@ from a BUNDLE, or from the parts:
   --model DIR       a dual-encoder directory or a tower directory (its query role's
                     contract, jaxir_encoder.json, is used), or a plain Hugging Face
                     encoder directory (pooling, normalization and max length then come
-                    from the embedding store's manifest)
+                    from the embedding store's manifest); for a sparse store, the SPLADE
+                    model or its training run
   --index DIR       a saved searcher (`jaxir index`)
-  --embeddings DIR  the embedding store the index was built from (for the doc ids)
+  --embeddings DIR  the store the index was built from (for the doc ids)
 
 Hybrid: with --fuse rrf|convex, every leading BUNDLE directory is searched (its top
 --fuse-depth documents) and the lists are fused per query (jaxir.search.fusion, the
@@ -163,19 +164,26 @@ def _open(args: argparse.Namespace):
             f"no BUNDLE given, so {', '.join(missing)} are needed; pass a bundle directory or "
             "all of --model, --index and --embeddings"
         )
-    from jaxir.encode import load_embeddings
     from jaxir.index import load_searcher
     from jaxir.search.retrieve import retrieve
+    from jaxir.store_files import load_store
 
-    store = load_embeddings(args.embeddings)
+    store = load_store(args.embeddings)
+    sparse = store.manifest.get("kind") == "sparse"
+    dim = store.vocab_size if sparse else store.dim
     searcher = load_searcher(args.index)
-    if searcher.num_docs != len(store) or searcher.dim != store.dim:
+    if searcher.num_docs != len(store) or searcher.dim != dim:
         raise ValueError(
             f"{args.index}: the searcher holds {searcher.num_docs} x {searcher.dim} vectors but "
-            f"{args.embeddings} holds {len(store)} x {store.dim}; pass the store the index was "
+            f"{args.embeddings} holds {len(store)} x {dim}; pass the store the index was "
             "built from"
         )
-    encoder = _encoder_from_model(args.model, args.embeddings, store.manifest["encoder"])
+    if sparse:
+        from jaxir.eval.model_eval import find_model
+
+        encoder = find_model(args.model).query_encoder()
+    else:
+        encoder = _encoder_from_model(args.model, args.embeddings, store.manifest["encoder"])
 
     def search(queries, k):
         return retrieve(encoder, searcher, store.ids, queries, k, batch_size=args.batch_size)

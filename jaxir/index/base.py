@@ -227,6 +227,32 @@ def load_searcher(directory: str | pathlib.Path) -> Searcher:
     return resolve(target).load(directory)
 
 
+def build_searcher(kind: str, docs: Any, **options: Any) -> Searcher:
+    """A new searcher of ``kind`` (:data:`SEARCHER_KINDS`) over ``docs``.
+
+    The kind's class is built with its ``build(docs, **options)`` classmethod when it
+    has one (ScaNN trains a partitioning), else with its constructor.
+
+    Args:
+      kind: ``"exact"``, ``"scann"`` (dense ``[N, D]`` float arrays) or ``"inverted"``
+        (a ``scipy.sparse`` ``[N, V]`` matrix of non-negative weights).
+      docs: the document vectors.
+      **options: the class's keyword arguments (e.g. ``num_leaves`` for ScaNN,
+        ``block_size`` for the inverted index).
+
+    Example:
+      >>> searcher = build_searcher("exact", np.eye(3, 4, dtype=np.float32))
+      >>> searcher.num_docs, searcher.dim
+      (3, 4)
+    """
+    target = SEARCHER_KINDS.get(kind)
+    if target is None:
+        raise ValueError(f"searcher kind {kind!r}: known kinds are {sorted(SEARCHER_KINDS)}")
+    cls = resolve(target)
+    build = getattr(cls, "build", None)
+    return build(docs, **options) if build is not None else cls(docs, **options)
+
+
 def file_sha256(path: str | pathlib.Path) -> str:
     """Hex SHA-256 of a file, read in 16 MiB blocks."""
     digest = hashlib.sha256()

@@ -1,5 +1,6 @@
 """The index / search / evaluate / export subcommands, run through ``jaxir.cli.main.main``."""
 
+import json
 import shutil
 
 import numpy as np
@@ -149,7 +150,7 @@ def test_export_from_a_train_workdir(stage, capsys):
     assert main(["export", str(work), "--out", str(stage / "b2"), "--index", "exact"]) == 0
     out = capsys.readouterr().out
     assert f"{work / 'model'} + {work / 'embeddings'}" in out
-    assert "24 documents, dim 32, exact index" in out
+    assert "24 documents, dense, dim 32, exact index" in out
     assert main(["export", str(stage / "model"), "--out", str(stage / "b3")]) == 1
     assert "--embeddings is required" in capsys.readouterr().err
 
@@ -166,6 +167,25 @@ def test_evaluate_prints_the_table(stage, capsys):
     assert capsys.readouterr().out.splitlines()[0].split() == ["system", "P@5", "nDCG@3"]
     assert main(["evaluate", "--run", str(run), "--qrels", str(qrels), "--metrics", "bogus"]) == 1
     assert "'bogus' is not an ir_measures measure" in capsys.readouterr().err
+
+
+def test_evaluate_a_model_equals_searching_its_bundle(stage, bundle, capsys):
+    """Model mode scores what ``jaxir search`` of the exact bundle retrieves to depth 100."""
+    beir, qrels = stage / "beir", stage / "beir" / "qrels" / "test.tsv"
+    flags = ["--data", str(beir), "--store", str(stage / "emb"), "--json", str(stage / "e.json")]
+    assert main(["evaluate", str(stage / "model"), *flags]) == 0
+    out = capsys.readouterr().out
+    assert "Searching 6 test queries (exact (on device))" in out and "sparsity" not in out
+    run = stage / "exact100.trec"
+    batch = ["--queries", str(beir), "--qrels", str(qrels), "--out", str(run), "-k", "100"]
+    assert main(["search", str(bundle), *batch]) == 0
+    want = evaluate(run, qrels, ["nDCG@10", "RR@10", "R@100", "AP"])
+    got = json.loads((stage / "e.json").read_text())["model"]
+    assert got == pytest.approx(want, abs=1e-9)
+    assert main(["evaluate", str(stage / "model")]) == 1
+    assert "--data is required" in capsys.readouterr().err
+    assert main(["evaluate", str(stage / "model"), "--run", str(run), "--data", str(beir)]) == 1
+    assert "not both" in capsys.readouterr().err
 
 
 def test_search_usage_errors(stage, bundle, capsys):

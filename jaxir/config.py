@@ -127,11 +127,52 @@ class SpladeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    """LoRA adapters (``model.linear=lora``, :class:`jaxir.layers.lora.LoRA`).
+
+    The base projections are frozen; ``rank``-``rank`` adapters, scaled by
+    ``alpha / rank``, are trained. Defaults: rank 16, alpha 32 (scale 2), a common
+    ``peft`` setting for BERT-sized encoders.
+    """
+
+    rank: int = 16
+    alpha: float = 32.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise ValueError(f"model.lora.rank must be a positive integer, got {self.rank!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SltrainConfig:
+    """SLTrain sparse + low-rank projections (``model.linear=sltrain``,
+    :class:`jaxir.layers.sparse_lowrank.SparseLowRank`).
+
+    ``kernel = (alpha / rank) * a @ b + S``, ``S`` with a fixed random support of
+    ``density`` of the entries. Defaults: rank 64, density 0.03 (the paper's sparsity),
+    alpha 16 (the reference scripts' ``lora_alpha``).
+    """
+
+    rank: int = 64
+    density: float = 0.03
+    alpha: float = 16.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise ValueError(f"model.sltrain.rank must be a positive integer, got {self.rank!r}")
+        if not 0.0 < float(self.density) <= 1.0:
+            raise ValueError(f"model.sltrain.density must be in (0, 1], got {self.density!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The retriever's model: ``init`` is a Hugging Face model directory or a preset name.
 
     ``linear`` picks the parameterization of the projections of the ``linear_layers``
-    layer types (:func:`jaxir.layers.linear.linear`; ``"dense"``: plain kernels).
+    layer types (:func:`jaxir.layers.linear.linear`; ``"dense"``: plain kernels,
+    ``"lora"``: frozen base + adapters, options in ``lora``; ``"sltrain"``: sparse +
+    low-rank, options in ``sltrain``). With a Hugging Face ``init`` the checkpoint loads
+    dense and is then parameterized (:func:`jaxir.layers.linear.parameterize_linears`).
     ``pooling`` / ``normalize`` / ``temperature`` are the dense family's; the SPLADE
     family reads ``splade`` (:class:`SpladeConfig`) and ``tied``, ``init``, ``dtype``,
     ``linear``, the prefixes.
@@ -150,10 +191,18 @@ class ModelConfig:
     linear: str = "dense"
     linear_layers: tuple[str, ...] = ("attention", "mlp")
     splade: SpladeConfig = SpladeConfig()  # family="splade" only
+    lora: LoraConfig = LoraConfig()  # linear="lora" only
+    sltrain: SltrainConfig = SltrainConfig()  # linear="sltrain" only
 
     def linear_spec(self) -> LinearSpec:
-        """The :class:`~jaxir.layers.linear.LinearSpec` of ``linear`` / ``linear_layers``."""
-        return LinearSpec(self.linear, self.linear_layers)
+        """The :class:`~jaxir.layers.linear.LinearSpec` of ``linear`` / ``linear_layers``,
+        with the options of the matching kind (``lora`` or ``sltrain``)."""
+        options = {"lora": self.lora, "sltrain": self.sltrain}.get(self.linear)
+        return LinearSpec(
+            self.linear,
+            self.linear_layers,
+            dataclasses.asdict(options) if options is not None else (),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +211,16 @@ class OptimConfig:
 
     ``kind`` is a registered optimizer (:data:`jaxir.optim.OPTIMIZERS`), ``schedule``
     the decay after warmup (``linear``, ``cosine``, ``constant``).
+
+    The low-rank kinds (``galore``, ``fira``: :mod:`jaxir.optim.galore`; ``apollo``,
+    ``apollo_mini``: :mod:`jaxir.optim.apollo`) project the ``matrix``-labelled kernels
+    at ``rank`` (``apollo`` at rank 1 is APOLLO-Mini; ``apollo_mini`` is always rank 1),
+    refresh the projection every ``update_gap`` steps and multiply the update by ``scale``
+    (None: the kind's default, galore 0.25, fira 1, apollo 1 or sqrt(min(m, n) / 4) at
+    rank 1). GaLore / Fira only: ``svd`` (``full`` | ``randomized``) computes the
+    refresh, ``stagger`` spreads the refreshes of different kernels over the gap,
+    ``moments`` (``project`` | ``keep``) says what Adam's moments do when the subspace
+    changes. Other kinds ignore these keys.
     """
 
     kind: str = "adamw"
@@ -169,6 +228,17 @@ class OptimConfig:
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-6
+    rank: int = 128
+    update_gap: int = 200
+    scale: float | None = None
+    svd: str = "full"
+    stagger: bool = True
+    moments: str = "project"
+
+    def options(self) -> tuple[tuple[str, Any], ...]:
+        """The ``(name, value)`` pairs :class:`jaxir.optim.OptimizerSpec` passes to the kind."""
+        names = ("rank", "update_gap", "scale", "svd", "stagger", "moments")
+        return tuple((name, getattr(self, name)) for name in names)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,6 +50,7 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("length", None),
     ("norm", None),
     ("rank", None),
+    ("nnz", None),  # the entries of a sparse factor (SLTrain's support and values)
 )
 
 

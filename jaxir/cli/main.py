@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "evaluate": "evaluate",
     "fuse": "fuse",
     "export": "export",
+    "memory": "memory",
 }
 
 DESCRIPTION = """\

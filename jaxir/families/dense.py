@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxir.families.text_inputs import TextPairInputs, is_hf_dir
-from jaxir.layers.linear import LinearSpec
+from jaxir.layers.linear import LinearSpec, parameterize_linears
 from jaxir.losses.contrastive import in_batch_softmax
 from jaxir.losses.distill import group_distillation
 from jaxir.models import hf
@@ -138,12 +138,17 @@ class DenseFamily(TextPairInputs, DenseObjective):
         and MLM head, unused by a dual encoder, are dropped with a note).
       dtype: compute dtype, ``"float32"`` or ``"bfloat16"``.
       linear: the projections' parameterization (:class:`jaxir.layers.linear.LinearSpec`).
+        With a Hugging Face ``init`` the towers load dense and are then parameterized
+        (:func:`jaxir.layers.linear.parameterize_linears`: LoRA on the checkpoint's
+        kernels, SLTrain from their truncated SVD).
+      seed: seeds what that parameterization draws (LoRA's ``lora_a``); ``train.seed``.
     """
 
     spec: DualEncoderSpec = dataclasses.field(default_factory=DualEncoderSpec)
     init: str = "small"
     dtype: str = "float32"
     linear: LinearSpec = dataclasses.field(default_factory=LinearSpec)
+    seed: int = 0
 
     @classmethod
     def from_config(cls, config: Any) -> DenseFamily:
@@ -169,6 +174,7 @@ class DenseFamily(TextPairInputs, DenseObjective):
             init=mc.init,
             dtype=mc.dtype,
             linear=mc.linear_spec(),
+            seed=tc.seed,
         )
 
     def encoder_config(self, vocab_size: int) -> EncoderConfig:
@@ -190,7 +196,10 @@ class DenseFamily(TextPairInputs, DenseObjective):
         return DualEncoder.create(self.encoder_config(vocab_size), self.spec, rngs=rngs)
 
     def pretrained(self, model: DualEncoder) -> tuple[nnx.State, str] | None:
-        """Both towers from ``init`` when it is a Hugging Face directory, else ``None``."""
+        """Both towers from ``init`` when it is a Hugging Face directory, else ``None``.
+
+        Each tower loads dense and is then parameterized as ``model`` is (``linear``).
+        """
         if not is_hf_dir(self.init):
             return None
         dropped = hf.unused_heads(self.init, mlm_head=False, pooler=False)
@@ -198,16 +207,13 @@ class DenseFamily(TextPairInputs, DenseObjective):
             print(f"{self.init}: not used by a dual encoder, dropped: {', '.join(dropped)}.")
         state = nnx.state(model)
         config = model.query_encoder.config
-        for name in ("query_encoder", "passage_encoder"):
+        for i, name in enumerate(("query_encoder", "passage_encoder")):
             if getattr(model, name) is not None:
                 tower = hf.load_pretrained(
                     self.init, dtype=self.dtype, mlm_head=False, pooler=False
                 )
-                if config.linear != tower.config.linear:
-                    raise ValueError(
-                        f"model.linear={config.linear.kind!r} cannot start from the dense "
-                        f"weights of {self.init} yet; train with model.linear=dense."
-                    )
+                key = jax.random.fold_in(jax.random.key(self.seed), i)
+                tower = parameterize_linears(tower, config.linear, key=key)
                 state[name] = nnx.state(tower)
         return state, self.init
 

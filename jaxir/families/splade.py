@@ -67,7 +67,7 @@ from tqdm.auto import tqdm
 from jaxir.data.pipeline import TrainingData
 from jaxir.families.text_inputs import TextPairInputs, is_hf_dir
 from jaxir.index import sparse_device
-from jaxir.layers.linear import LinearSpec
+from jaxir.layers.linear import LinearSpec, parameterize_linears
 from jaxir.losses.contrastive import in_batch_softmax
 from jaxir.losses.distill import GROUP_DISTILLATION, group_distillation
 from jaxir.losses.regularizers import flops, l1, quadratic_warmup
@@ -384,7 +384,10 @@ class SpladeFamily(TextPairInputs, SpladeObjective):
       init: a preset name (:data:`jaxir.models.bert.PRESETS`, random weights with an MLM
         head) or a Hugging Face ``*ForMaskedLM`` directory both towers start from.
       dtype: compute dtype, ``"float32"`` or ``"bfloat16"``.
-      linear: the projections' parameterization (:class:`jaxir.layers.linear.LinearSpec`).
+      linear: the projections' parameterization (:class:`jaxir.layers.linear.LinearSpec`);
+        with a Hugging Face ``init`` the encoders load dense and are then parameterized
+        (:func:`jaxir.layers.linear.parameterize_linears`).
+      seed: seeds what that parameterization draws (LoRA's ``lora_a``); ``train.seed``.
       fresh_head: allow an ``init`` directory without an MLM head (fresh transform and
         bias, decoder tied to the word embeddings).
       collapse_nnz, saturation_share, saturation_after: the guards'
@@ -402,6 +405,7 @@ class SpladeFamily(TextPairInputs, SpladeObjective):
     collapse_nnz: float = 1.0
     saturation_share: float = 0.5
     saturation_after: int = 0
+    seed: int = 0
     query_init: dict = dataclasses.field(
         default_factory=dict, init=False, compare=False, repr=False
     )
@@ -441,6 +445,7 @@ class SpladeFamily(TextPairInputs, SpladeObjective):
             collapse_nnz=sc.collapse_nnz,
             saturation_share=sc.saturation_share,
             saturation_after=warmup if sc.saturation_after < 0 else sc.saturation_after,
+            seed=tc.seed,
         )
 
     def encoder_config(self, vocab_size: int) -> EncoderConfig:
@@ -490,15 +495,17 @@ class SpladeFamily(TextPairInputs, SpladeObjective):
                 "embeddings, transform and bias newly initialised: model.splade.fresh_head)."
             )
         state = nnx.state(model)
-        for name in ("document_encoder", "query_encoder"):
+        for i, name in enumerate(("document_encoder", "query_encoder")):
             if getattr(model, name) is None:
                 continue
             tower = hf.load_pretrained(self.init, dtype=self.dtype, mlm_head=has_head, pooler=False)
-            if model.document_encoder.config.linear != tower.config.linear:
-                raise ValueError(
-                    f"model.linear={self.linear.kind!r} cannot start from the dense weights of "
-                    f"{self.init} yet; train with model.linear=dense."
+            spec = model.document_encoder.config.linear
+            if not has_head:  # no head weights to parameterize: the fresh head keeps its own
+                spec = dataclasses.replace(
+                    spec, layer_types=tuple(t for t in spec.layer_types if t != "head")
                 )
+            key = jax.random.fold_in(jax.random.key(self.seed), i)
+            tower = parameterize_linears(tower, spec, key=key)
             loaded = nnx.state(tower)
             if not has_head:
                 loaded["mlm"] = state[name]["mlm"]

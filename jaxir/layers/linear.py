@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -205,7 +206,7 @@ class LinearSpec:
       >>> LinearSpec("nope")
       Traceback (most recent call last):
         ...
-      ValueError: model.linear: unknown linear kind 'nope'; registered kinds: ['dense']
+      ValueError: model.linear: unknown linear kind 'nope'; registered kinds: ['dense', 'lora', 'sltrain']
     """
 
     kind: str = "dense"
@@ -251,7 +252,9 @@ def linear(
 
     A :class:`Dense` unless ``layer_type`` is in ``spec.layer_types`` and ``spec.kind`` is not
     ``"dense"``; then ``LINEAR_KINDS[spec.kind](in_features, out_features, axes,
-    use_bias=use_bias, dtype=dtype, rngs=rngs, **dict(spec.options))``.
+    use_bias=use_bias, dtype=dtype, rngs=rngs, **dict(spec.options))``. The result's
+    ``layer_type`` attribute records ``layer_type`` (what :func:`parameterize_linears` and
+    :func:`merge_linears` select and keep).
 
     Shapes: the result maps ``[..., in_features] -> [..., out_features]``.
 
@@ -264,22 +267,25 @@ def linear(
     if layer_type not in LAYER_TYPES:
         raise ValueError(f"unknown layer type {layer_type!r}; expected one of {LAYER_TYPES}")
     if spec.kind == "dense" or layer_type not in spec.layer_types:
-        return Dense(in_features, out_features, axes, use_bias=use_bias, dtype=dtype, rngs=rngs)
-    if spec.kind not in LINEAR_KINDS:  # unregistered after the spec was built
-        raise ValueError(
-            f"model.linear: unknown linear kind {spec.kind!r}; registered kinds: "
-            f"{sorted(LINEAR_KINDS)}"
+        layer = Dense(in_features, out_features, axes, use_bias=use_bias, dtype=dtype, rngs=rngs)
+    else:
+        if spec.kind not in LINEAR_KINDS:  # unregistered after the spec was built
+            raise ValueError(
+                f"model.linear: unknown linear kind {spec.kind!r}; registered kinds: "
+                f"{sorted(LINEAR_KINDS)}"
+            )
+        layer = LINEAR_KINDS[spec.kind](
+            in_features,
+            out_features,
+            axes,
+            use_bias=use_bias,
+            dtype=dtype,
+            rngs=rngs,
+            **dict(spec.options),
         )
-    cls = LINEAR_KINDS[spec.kind]
-    return cls(
-        in_features,
-        out_features,
-        axes,
-        use_bias=use_bias,
-        dtype=dtype,
-        rngs=rngs,
-        **dict(spec.options),
-    )
+    # Recorded (a static attribute) so parameterize_linears can pick projections by type.
+    layer.layer_type = layer_type
+    return layer
 
 
 def _is_parameterized(module: Any) -> bool:
@@ -341,4 +347,104 @@ def _merged_dense(module: nnx.Module) -> Dense:
     kernel, bias = module.merged()
     axes = getattr(module, "axes", (None, None))
     dtype = getattr(module, "dtype", jnp.float32)
-    return Dense.from_weights(kernel, bias, axes, dtype=dtype)
+    dense = Dense.from_weights(kernel, bias, axes, dtype=dtype)
+    if getattr(module, "layer_type", None) is not None:
+        dense.layer_type = module.layer_type
+    return dense
+
+
+def _set_linear_spec(module: nnx.Module, spec: LinearSpec) -> None:
+    """Sets ``module.config.linear`` to ``spec`` when the module has such a config field."""
+    config = getattr(module, "config", None)
+    if (
+        dataclasses.is_dataclass(config)
+        and not isinstance(config, type)
+        and isinstance(getattr(config, "linear", None), LinearSpec)
+    ):
+        module.config = dataclasses.replace(config, linear=spec)
+
+
+def _path_key(key: jax.Array, path: tuple[Any, ...]) -> jax.Array:
+    """``key`` folded with a stable hash of ``path``: one independent key per projection."""
+    return jax.random.fold_in(key, zlib.crc32("/".join(map(str, path)).encode()) & 0x7FFFFFFF)
+
+
+def parameterize_linears(model: nnx.Module, spec: LinearSpec, *, key: jax.Array) -> nnx.Module:
+    """A copy of ``model`` whose :class:`Dense` projections of ``spec.layer_types`` are ``spec.kind``.
+
+    The inverse of :func:`merge_linears`: each plain :class:`Dense` whose recorded
+    ``layer_type`` (set by :func:`linear`) is in ``spec.layer_types`` becomes
+    ``LINEAR_KINDS[spec.kind].from_dense(dense, key=k, **dict(spec.options))`` at the same
+    attribute path, ``k`` being ``key`` folded with a hash of that path (so each
+    projection draws independently and reproducibly). Every submodule's
+    ``config.linear`` becomes ``spec``, so the copy has the structure of a model built
+    from the parameterized config (a Hugging Face checkpoint loaded dense, then made
+    LoRA / SLTrain). ``model`` is not modified.
+
+    Raises:
+      ValueError: ``spec.kind``'s class has no ``from_dense``; or a type of
+        ``spec.layer_types`` has no projection in ``model`` (the message names
+        ``model.linear_layers``).
+
+    Example:
+      >>> import jaxir.layers.lora
+      >>> from jaxir.models.bert import PRESETS, Model
+      >>> dense = Model(PRESETS["tiny"].replace(mlm_head=False), rngs=nnx.Rngs(0))
+      >>> spec = LinearSpec("lora", ("attention",), {"rank": 2})
+      >>> lora = parameterize_linears(dense, spec, key=jax.random.key(0))
+      >>> type(lora.layers[0].attention.query).__name__, type(lora.layers[0].mlp.up).__name__
+      ('LoRA', 'Dense')
+      >>> lora.config.linear == spec
+      True
+      >>> ids = jnp.array([[101, 7, 102]])
+      >>> bool(jnp.allclose(lora(ids, ids > 0), dense(ids, ids > 0)))  # lora_b starts at 0
+      True
+    """
+    copy = nnx.clone(model)
+    if spec.kind == "dense":
+        return copy
+    cls = LINEAR_KINDS[spec.kind]
+    if not callable(getattr(cls, "from_dense", None)):
+        raise ValueError(
+            f"model.linear={spec.kind!r}: {cls.__qualname__} has no from_dense(dense, *, key, "
+            "**options), so it cannot start from dense weights"
+        )
+    options = dict(spec.options)
+
+    def convert(dense: Dense, path: tuple[Any, ...]) -> nnx.Module:
+        layer = cls.from_dense(dense, key=_path_key(key, path), **options)
+        layer.layer_type = dense.layer_type
+        return layer
+
+    def selected(module: Any) -> bool:
+        return type(module) is Dense and getattr(module, "layer_type", None) in spec.layer_types
+
+    if selected(copy):
+        return convert(copy, ())
+    found: set[str] = set()
+    for path, parent in list(nnx.iter_modules(copy)):
+        _set_linear_spec(parent, spec)
+        for name, child in list(nnx.iter_children(parent)):
+            if not selected(child):
+                continue
+            found.add(child.layer_type)
+            layer = convert(child, (*path, name))
+            if isinstance(parent, (nnx.List, nnx.Dict)):
+                parent[name] = layer
+            else:
+                setattr(parent, name, layer)
+    missing = [t for t in spec.layer_types if t not in found]
+    if missing:
+        raise ValueError(
+            f"model.linear_layers: the model has no {'/'.join(missing)} projection to make "
+            f"{spec.kind!r} (layer types present: {sorted(found) or 'none'}); choose from "
+            "the model's projections"
+        )
+    return copy
+
+
+# The built-in parameterizations register themselves on import; importing them here makes
+# ``model.linear=lora|sltrain`` valid wherever the factory is. (At the end: they import
+# this module's names.)
+from jaxir.layers import lora as _lora  # noqa: E402, F401
+from jaxir.layers import sparse_lowrank as _sparse_lowrank  # noqa: E402, F401

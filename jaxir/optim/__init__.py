@@ -10,6 +10,9 @@ from jaxir.optim.build import (
 from jaxir.optim.labels import LABELS, label_items, mask_for, param_labels
 from jaxir.optim.schedules import SCHEDULES, make_schedule
 
+# Low-rank optimizers: importing registers "galore", "fira", "apollo", "apollo_mini".
+from jaxir.optim import apollo, fira, galore  # noqa: F401  (isort: skip)
+
 __all__ = [
     "DECAY_LABELS",
     "LABELS",

@@ -9,6 +9,9 @@ embeddings, norms, biases or heads.
 label          rule (first match wins)
 =============  ================================================================
 ``scalar``     0-d (a learned temperature)
+``factor``     logical axes contain ``rank`` or ``nnz``: the trainable factors of a
+               parameterized projection (LoRA ``lora_a`` / ``lora_b``, SLTrain ``a``,
+               ``b`` and sparse ``values``)
 ``norm``       logical axes contain ``norm`` (LayerNorm scale / bias)
 ``bias``       1-d
 ``embedding``  logical axes contain ``vocab``, or the leaf is an ``embedding`` table
@@ -16,6 +19,17 @@ label          rule (first match wins)
                logical name (pooler and MLM transform kernels are ``(embed, None)``)
 ``matrix``     every other array of rank >= 2 (attention q/k/v/o, MLP up/down)
 =============  ================================================================
+
+``factor`` is its own label because neither ``matrix`` nor ``bias`` fits: a factor is
+already low-rank (``[in, r]`` / ``[r, out]``) or a list of kernel entries, so a low-rank
+gradient projection of it is meaningless (GaLore, Fira and APOLLO project ``matrix``
+only); and it is not in the default decay labels
+(:data:`jaxir.optim.build.DECAY_LABELS`): the SLTrain reference recipes train with
+weight decay 0 (andyjm3/SLTrain ``scripts/llm_pretrain``), and for LoRA the frozen base
+is the prior the adapter should stay near, which decay of the factors does not express
+(``peft`` under the ``transformers`` Trainer does decay them; a builder that wants that
+adds ``factor`` to its decay labels). The frozen LoRA base and the SLTrain support are
+not parameters: no label.
 
 Example:
     >>> from flax import nnx
@@ -37,7 +51,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-LABELS = ("scalar", "norm", "bias", "embedding", "head", "matrix")
+LABELS = ("scalar", "factor", "norm", "bias", "embedding", "head", "matrix")
 HEAD_MODULES = ("pooler", "mlm", "head")
 
 
@@ -47,6 +61,8 @@ def label_of(path: tuple[Any, ...], ndim: int, axes: tuple[str | None, ...] | No
     names = {str(p) for p in path}
     if ndim == 0:
         return "scalar"
+    if "rank" in axes or "nnz" in axes:
+        return "factor"
     if "norm" in axes:
         return "norm"
     if ndim == 1:

@@ -91,6 +91,7 @@ def optimizer_spec(config: config_lib.RunConfig) -> optim.OptimizerSpec:
         b1=oc.b1,
         b2=oc.b2,
         eps=oc.eps,
+        options=oc.options(),
     )
 
 

@@ -141,16 +141,8 @@ def memory_report(config: Any, workdir: pathlib.Path, *, compile: bool = True) -
     if compile:
         batch = _example_batch(config, family, tokenizer, corpus)
         graphdef = nnx.split(nnx.eval_shape(make_model), nnx.Param, ...)[0]
-        grad_fn = step_lib.make_grad_fn(
-            family, graphdef, grad_accum=tc.grad_accum, gradcache_chunk=tc.gradcache_chunk
-        )
-        train_step = step_lib.make_train_step(
-            grad_fn,
-            optimizer,
-            state_shardings=shardings,
-            mesh=mesh,
-            example_batch=batch,
-            gemm_dtype=mc.dtype,
+        train_step = loop.config_train_step(
+            config, family, graphdef, optimizer, shardings, mesh, batch
         )
         # The step jaxir.train runs, jitted at top level as jaxir.xla.jit does (its
         # wrapper picks the program by backend at call time and cannot be lowered).

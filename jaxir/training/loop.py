@@ -184,6 +184,22 @@ class _Logger:
         self.tb.close()
 
 
+def config_train_step(config, family, graphdef, optimizer, shardings, mesh, example_batch):
+    """The jitted train step :func:`train` runs for ``config`` (GradCache / accumulation from ``train``)."""
+    tc = config.train
+    grad_fn = step_lib.make_grad_fn(
+        family, graphdef, grad_accum=tc.grad_accum, gradcache_chunk=tc.gradcache_chunk
+    )
+    return step_lib.make_train_step(
+        grad_fn,
+        optimizer,
+        state_shardings=shardings,
+        mesh=mesh,
+        example_batch=example_batch,
+        gemm_dtype=config.model.dtype,
+    )
+
+
 def train(
     config: config_lib.RunConfig,
     workdir: str | pathlib.Path,
@@ -254,17 +270,7 @@ def train(
             state = with_weights(state, shardings, weights, optimizer)
 
     batch = sharding.shard_batch(next(iterator), mesh)
-    grad_fn = step_lib.make_grad_fn(
-        family, graphdef, grad_accum=tc.grad_accum, gradcache_chunk=tc.gradcache_chunk
-    )
-    train_step = step_lib.make_train_step(
-        grad_fn,
-        optimizer,
-        state_shardings=shardings,
-        mesh=mesh,
-        example_batch=batch,
-        gemm_dtype=mc.dtype,
-    )
+    train_step = config_train_step(config, family, graphdef, optimizer, shardings, mesh, batch)
     model_of = lambda s: nnx.merge(graphdef, s.params, s.frozen)  # noqa: E731
     check_metrics = getattr(family, "check_metrics", None)  # optional (training/family.py)
     config_dict = config_lib.to_dict(config)

@@ -22,6 +22,9 @@ A bundle from another bundle format version, or with a missing or modified file,
 refused with the file named; one from another jaxir version of the same format loads
 with a warning.
 
+--format hf copies the model's plain dense Hugging Face weights (what jaxir saves:
+LoRA / SLTrain projections merged) without jaxir's contract files.
+
 --format anserini and --format seismic (SPLADE models) write the store's documents,
 and the queries of --queries (default: the run's training collection, config.json's
 data.path; --split keeps the queries judged in that split) encoded by the model's
@@ -35,6 +38,7 @@ Examples:
   jaxir export runs/s1 --out bundles/s1                      # SPLADE: inverted index
   jaxir export runs/s1 --format anserini --out anserini/ --split test
   jaxir export runs/s1 --format seismic --out seismic/
+  jaxir export runs/l1 --format hf --out merged/   # LoRA / SLTrain merged: plain HF weights
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import time
 
 HELP = "package a model + store as a serving bundle, or as Anserini / Seismic input"
 
-FORMATS = ("bundle", "anserini", "seismic")
+FORMATS = ("bundle", "anserini", "seismic", "hf")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=FORMATS,
         default="bundle",
-        help="bundle (jaxir search), anserini (JsonVectorCollection + query TSV) or seismic "
-        "(SPLADE models only for the last two) (default: %(default)s)",
+        help="bundle (jaxir search), anserini (JsonVectorCollection + query TSV), seismic "
+        "(SPLADE models only for these two) or hf (the model's plain dense Hugging Face "
+        "weights, LoRA / SLTrain merged) (default: %(default)s)",
     )
     parser.add_argument(
         "--embeddings",
@@ -225,21 +230,72 @@ def _read_metrics(path: pathlib.Path | None) -> dict[str, float] | None:
     return data
 
 
+def _run_hf(args: argparse.Namespace) -> int:
+    """``--format hf``: the model's Hugging Face directories, jaxir's own files left out.
+
+    A saved model already holds merged plain dense weights (``save_pretrained`` merges
+    LoRA / SLTrain projections), so this copies them: a dual encoder's tower (``OUT`` for
+    a tied model, ``OUT/query`` + ``OUT/passage`` otherwise), a SPLADE model's document
+    ``*ForMaskedLM`` directory; each loads with ``transformers``' ``from_pretrained``.
+    """
+    import shutil
+
+    from jaxir.data.tokenizer import CONTRACT_FILE as TOKENIZER_CONTRACT
+    from jaxir.eval.model_eval import find_model
+    from jaxir.models.dual_encoder import load_spec
+    from jaxir.models.splade import CONTRACT_FILE as SPLADE_CONTRACT
+    from jaxir.reps.contract import CONTRACT_FILE
+
+    found = find_model(args.model)
+    if args.out.exists() and any(args.out.iterdir()):
+        if not args.overwrite:
+            raise ValueError(f"{args.out}: exists and is not empty; choose a new directory")
+        shutil.rmtree(args.out)
+    jaxir_files = shutil.ignore_patterns(CONTRACT_FILE, TOKENIZER_CONTRACT, SPLADE_CONTRACT)
+    if found.kind == "sparse":
+        towers = {"": found.model_dir}
+        jaxir_files = shutil.ignore_patterns(
+            CONTRACT_FILE, TOKENIZER_CONTRACT, SPLADE_CONTRACT, "query", "query_weights.npy"
+        )
+    elif load_spec(found.model_dir).tied:
+        towers = {"": found.model_dir / "query"}
+    else:
+        towers = {name: found.model_dir / name for name in ("query", "passage")}
+    for name, tower in towers.items():
+        shutil.copytree(tower, args.out / name, ignore=jaxir_files, dirs_exist_ok=True)
+    print(
+        f"jaxir export: {found.model_dir} -> {args.out} (hf: "
+        f"{', '.join(n or 'one tower' for n in towers)}); load with "
+        "transformers.AutoModel.from_pretrained"
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    """Writes the bundle (or the Anserini / Seismic export) and prints what it holds."""
+    """Writes the bundle (or the Anserini / Seismic / Hugging Face export) and prints what it holds."""
     from jaxir.export import export_bundle
 
-    found, embeddings = resolve_inputs(args.model, args.embeddings)
     only_sparse = {
         "--queries": args.queries,
         "--split": args.split,
         "--no-queries": args.no_queries or None,
     }
     given = [flag for flag, value in only_sparse.items() if value is not None]
-    if args.format == "bundle" and given:
+    if args.format in ("bundle", "hf") and given:
         raise ValueError(f"{', '.join(given)}: only for --format anserini or seismic")
     if args.format != "bundle" and args.index is not None:
         raise ValueError(f"--index: only for --format bundle (not {args.format})")
+    if args.format == "hf":
+        store_flags = {
+            "--embeddings": args.embeddings,
+            "--corpus": args.corpus,
+            "--metrics": args.metrics,
+        }
+        extra = [flag for flag, value in store_flags.items() if value is not None]
+        if extra:
+            raise ValueError(f"{', '.join(extra)}: not for --format hf (it exports the model only)")
+        return _run_hf(args)
+    found, embeddings = resolve_inputs(args.model, args.embeddings)
     if args.format != "bundle":
         return _run_sparse_format(args, found, embeddings)
     start = time.perf_counter()

@@ -203,3 +203,14 @@ def test_help_explains_inputs_outputs_and_example(command, capsys):
         main([command, "--help"])
     text = capsys.readouterr().out
     assert "Example" in text and "usage: jaxir " + command in text
+
+
+def test_export_hf_copies_the_tied_tower_without_jaxir_files(stage, tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    out = tmp_path / "hf"
+    assert main(["export", str(stage / "model"), "--format", "hf", "--out", str(out)]) == 0
+    assert "hf: one tower" in capsys.readouterr().out
+    assert not (out / "jaxir_encoder.json").exists()
+    assert transformers.AutoModel.from_pretrained(out).config.hidden_size == 32
+    assert main(["export", str(stage / "model"), "--format", "hf", "--out", str(out)]) == 1
+    assert "exists and is not empty" in capsys.readouterr().err

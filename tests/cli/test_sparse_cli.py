@@ -195,3 +195,15 @@ def test_export_bundle_refuses_a_store_of_another_model(run_dir, tmp_path):
     with pytest.raises(BundleError, match="index='exact'.*indexed by \\['inverted'\\]"):
         export_bundle(run_dir / "model", run_dir / "store", tmp_path / "b", index="exact")
     assert not (tmp_path / "b").exists()
+
+
+def test_export_hf_writes_a_plain_masked_lm_directory(run_dir, tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    out = tmp_path / "hf"
+    assert main(["export", str(run_dir), "--format", "hf", "--out", str(out)]) == 0
+    assert "load with transformers" in capsys.readouterr().out
+    assert not (out / "jaxir_splade.json").exists() and (out / "config.json").is_file()
+    model = transformers.AutoModelForMaskedLM.from_pretrained(out)
+    assert model.config.vocab_size == VOCAB_SIZE
+    assert main(["export", str(run_dir), "--format", "hf", "--out", str(out), "--split", "x"]) == 1
+    assert "--split: only for --format anserini or seismic" in capsys.readouterr().err

@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "fuse": "fuse",
     "export": "export",
     "memory": "memory",
+    "serve": "serve",
 }
 
 DESCRIPTION = """\

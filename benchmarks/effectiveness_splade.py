@@ -151,6 +151,21 @@ COMMON = (
 #: A fixed-budget benchmark reports what the budget produced: the SPLADE guards (which
 #: raise before the model is saved) are off, and the non-zeros are in the table.
 GUARDS_OFF = ("model.splade.collapse_nnz=0", "model.splade.saturation_share=1.0")
+#: The SPLADE-from-MiniLM recipe; the inference-free row is it plus one switch.
+MINILM_SPLADE = (
+    "model.init={init}",
+    "model.splade.fresh_head=true",
+    "model.dtype=bfloat16",
+    "train.batch_size=16",
+    "data.max_passage_length=96",
+    "train.learning_rate=1e-4",
+    "train.steps=16",
+    "train.warmup_steps=1",
+    "model.splade.warmup_steps=5",
+    *GUARDS_OFF,
+    "model.splade.max_active_dims=256",
+    "index.split_documents=false",
+)
 #: Each system's recipe on top of its config file (``--set SYSTEM:key=value`` adds to it).
 #: ``{init}`` is the MiniLM copy. The choices and the dev numbers behind them are in
 #: ``benchmarks/effectiveness_splade_RESULTS.md``.
@@ -164,35 +179,8 @@ RECIPES: dict[str, tuple[str, ...]] = {
         "model.splade.max_active_dims=256",
         "index.split_documents=false",
     ),
-    "splade_minilm": (
-        "model.init={init}",
-        "model.splade.fresh_head=true",
-        "model.dtype=bfloat16",
-        "train.batch_size=16",
-        "data.max_passage_length=96",
-        "train.learning_rate=1e-4",
-        "train.steps=16",
-        "train.warmup_steps=1",
-        "model.splade.warmup_steps=5",
-        *GUARDS_OFF,
-        "model.splade.max_active_dims=256",
-        "index.split_documents=false",
-    ),
-    "splade_if": (
-        "model.init={init}",
-        "model.splade.fresh_head=true",
-        "model.splade.inference_free=true",
-        "model.dtype=bfloat16",
-        "train.batch_size=16",
-        "data.max_passage_length=96",
-        "train.learning_rate=1e-4",
-        "train.steps=16",
-        "train.warmup_steps=1",
-        "model.splade.warmup_steps=5",
-        *GUARDS_OFF,
-        "model.splade.max_active_dims=256",
-        "index.split_documents=false",
-    ),
+    "splade_minilm": MINILM_SPLADE,
+    "splade_if": (*MINILM_SPLADE, "model.splade.inference_free=true"),
     "dense_minilm": (
         "model.init={init}",
         *base.FINETUNE_SETTINGS,

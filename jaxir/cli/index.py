@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         ("inverted", {"quantize": False}) if kind == "inverted" else ("exact", {})
     )
     exact = searcher if kind == "exact" else build_searcher(exact_kind, docs, **exact_options)
-    exact_idx, _ = _timed_search(exact, queries, args.k)
+    _, exact_idx = exact.search(queries, args.k)
     lines = [
         f"jaxir index: {kind} searcher over {shape} -> {args.out}",
         f"  build + save: {build_s:.2f} s, {size / 2**20:.1f} MiB on disk",

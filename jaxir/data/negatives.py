@@ -35,16 +35,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import bm25s
 import numpy as np
 import Stemmer
 
 from jaxir.data.records import Document, Qrels, Query
 from jaxir.data.runs import Run
 
-# bm25s sets its own logger to DEBUG at import; keep its per-call chatter out of user output.
-logging.getLogger("bm25s").setLevel(logging.WARNING)
+if TYPE_CHECKING:
+    import bm25s
 
 __all__ = [
     "BM25Index",
@@ -116,7 +117,7 @@ class BM25Index:
 
     def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
         """Analyse query texts exactly like the documents were (stopwords, stemming)."""
-        return bm25s.tokenize(
+        return _bm25s().tokenize(
             list(texts),
             stopwords=_STOPWORDS,
             stemmer=self.stemmer,
@@ -151,6 +152,17 @@ class BM25Index:
         return run
 
 
+def _bm25s() -> ModuleType:
+    """``bm25s``, imported on first use: importing it runs a JAX computation, which
+    starts JAX's backend, after which ``jax.distributed.initialize`` (multi-host
+    training) can no longer be called; so ``import jaxir.data`` must not import it."""
+    import bm25s
+
+    # bm25s sets its own logger to DEBUG at import; keep its per-call chatter out of user output.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
 def bm25_index(corpus: Mapping[str, Document | str]) -> BM25Index:
     """Build a BM25 index over ``corpus`` (``doc_id -> Document`` or text).
 
@@ -161,6 +173,7 @@ def bm25_index(corpus: Mapping[str, Document | str]) -> BM25Index:
         raise ValueError("corpus is empty; BM25 needs at least one document")
     doc_ids, texts = _texts(corpus)
     stemmer = Stemmer.Stemmer("english")
+    bm25s = _bm25s()
     tokens = bm25s.tokenize(texts, stopwords=_STOPWORDS, stemmer=stemmer, show_progress=False)
     retriever = bm25s.BM25()
     retriever.index(tokens, show_progress=False)

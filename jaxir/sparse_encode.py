@@ -343,12 +343,15 @@ def _positive(name: str, value: int) -> int:
 
 
 def _model_dir(path: pathlib.Path) -> pathlib.Path:
-    """``path`` itself, or a training workdir's ``model/``."""
-    if is_splade_dir(path) or (path / "config.json").is_file():
-        return path
+    """``path`` itself, or a training workdir's ``model/`` (a workdir has a ``config.json``
+    too: the run's config, not a model's)."""
     inner = path / "model"
+    if is_splade_dir(path):
+        return path
     if is_splade_dir(inner) or (inner / "config.json").is_file():
         return inner
+    if (path / "config.json").is_file():
+        return path
     raise FileNotFoundError(
         f"{path}: not a SPLADE model. Expected a Hugging Face *ForMaskedLM directory "
         "(config.json, model.safetensors, tokenizer), a model saved by jaxir "

@@ -144,6 +144,9 @@ def test_saved_model_in_a_run_workdir(tmp_path, tokenizer):
         CONFIG, spec, rngs=nnx.Rngs(1), idf=idf, special_token_ids=tokenizer.all_special_ids
     )
     save_splade(model, tmp_path / "model", tokenizer=tokenizer)
+    (tmp_path / "config.json").write_text(
+        '{"name": "splade_tiny", "family": "splade"}'
+    )  # the run's
     encoder = load_splade(tmp_path)
     assert encoder.spec == spec and encoder.max_lengths == {"query": 8, "passage": 24}
     assert encoder.describe()["inference_free"] is True

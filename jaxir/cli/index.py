@@ -12,8 +12,9 @@ quantization + exact re-ranking of --reorder candidates (jaxir.index.scann_index
 the defaults); --kind exact saves the vectors for exact top-k on device.
 
 Sparse stores: --kind inverted (the default and only kind) builds the impact-scored
-inverted index (jaxir.index.inverted): postings per term in blocks of --block-size
-documents with block-max bounds, uint8 impacts with one global scale (--float-impacts
+inverted index (jaxir.index.inverted): a forward index scored document by document,
+with per-term maxima over blocks of --block-size documents bounding which blocks can
+reach the top k (safe pruning), uint8 impacts with one global scale (--float-impacts
 keeps float32 weights). Its exact mode returns the exhaustive top-k of the impacts
 it stores; the report also gives its approximate mode at --alpha.
 
@@ -80,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--block-size",
         type=int,
         default=None,
-        help="documents per posting block with a block-max bound, 1..256 (default: 64)",
+        help="documents per block of the block-max bounds, 1..256 (default: 4; smaller "
+        "blocks bound tighter and store more maxima)",
     )
     sparse.add_argument(
         "--float-impacts",

@@ -1,54 +1,62 @@
-"""A CPU inverted index over learned-sparse vectors: quantized impacts, block-max pruning, numba.
+"""A CPU inverted index over learned-sparse vectors: quantized impacts, fine block-max bounds, numba.
 
 **Layout.** Documents ``X [N, V]`` (non-negative weights, e.g. a SPLADE store's
-``csr_matrix``) are cut into *blocks* of ``B`` consecutive document ids (``B <= 256``,
-default 64). For each term ``t`` the index holds one *entry* per block where ``t`` occurs,
-and each entry the postings of that block (in ascending document order)::
+``csr_matrix``) are held twice, as arrays next to ``searcher.json`` (``.npy``, no
+pickle):
 
-    block_ptr      int64 [V + 1]   entries of term t: block_ptr[t] .. block_ptr[t + 1]
-    entry_block    int32 [M]       block id of each entry (ascending within a term)
-    entry_max      impact [M]      the largest impact of the term in that block (block-max)
-    entry_start    int32/64 [M+1]  postings of entry e: entry_start[e] .. entry_start[e + 1]
-    posting_offset uint8 [Z]       document id - block id * B (the document within its block)
-    posting_impact impact [Z]      the term's quantized weight in that document
+* the *forward index*, ``X`` itself as CSR, which scores documents::
 
-so posting ``p`` of entry ``e`` is document ``entry_block[e] * B + posting_offset[p]``.
-A term present in at least :data:`DENSE_FRACTION` of the blocks stores an entry for
-*every* block (empty ones with ``entry_max = 0``), so its entry for block ``b`` is
-``block_ptr[t] + b``; a term is dense exactly when it has ``ceil(N / B)`` entries.
-With ``quantize=True`` (default) impacts are ``uint8``: ``impact = rint(w / scale)``
-with one global ``scale = max(X) / 255``, and the index scores the *dequantized*
-vectors ``float32(impact) * float32(scale)`` (:meth:`InvertedIndex.to_csr`); weights
-that round to 0 are dropped. ``quantize=False`` keeps float32 weights as they are. All
-arrays are ``.npy`` files next to ``searcher.json`` (no pickle): 2 bytes per posting
-(quantized) plus 9 bytes per entry, ~6.4 bytes per posting in all on SPLADE-like
-synthetic data with ``B = 64``.
+      doc_ptr      int64 [N + 1]    postings of document d: doc_ptr[d] .. doc_ptr[d + 1]
+      doc_terms    uint16/int32 [Z] term ids, ascending within a document (uint16 if V <= 65536)
+      doc_impacts  impact [Z]       the quantized weights
+
+* *block maxima* over blocks of ``B`` consecutive documents (``block_size``, default 4),
+  which bound them: ``m_tb = max_{d in b} x_dt``. A term present in at least
+  :data:`DENSE_FRACTION` of the ``nb = ceil(N / B)`` blocks (the frequent ones, which hold
+  most postings) has a dense row of ``nb`` maxima; every other term a list of
+  ``(block, max)`` entries::
+
+      term_row      int32 [V]         row of term t in dense_max, -1 for a sparse term
+      dense_max     impact [D, nb]    block maxima of the D dense terms
+      sparse_ptr    int64 [V + 1]     entries of sparse term t: sparse_ptr[t] .. sparse_ptr[t + 1]
+      sparse_block  int32 [M]         block of each entry, ascending within a term
+      sparse_max    impact [M]        the term's largest impact in that block
+
+With ``quantize=True`` (default) impacts are ``uint8``: ``impact = rint(w / scale)`` with
+one global ``scale = max(X) / 255``, and the index scores the *dequantized* vectors
+``float32(impact) * float32(scale)`` (:meth:`InvertedIndex.to_csr`); weights that round to
+0 are dropped. ``quantize=False`` keeps float32 weights as they are. On SPLADE-like
+synthetic data (1M documents, 150 terms each, ``B = 4``) that is 3 bytes per posting
+for the forward index plus 3.8 for the maxima (968 MiB; scipy CSC: 1,144 MiB).
 
 **Exact search** (``mode="exact"``) returns the top-``k`` of ``s_d = sum_t q_t x_dt``
 over *all* documents, like the dense exact searcher: best score first, ties broken by the
 lower document id, and documents that match no query term (score 0) fill the slots left
-after the matching ones, in id order; only ``k > N`` pads with ``-1`` / ``-inf``. Scores
-accumulate in float64 in ascending term order (the order of a CSR row's dot product) and
-are returned as float32. Per query:
+after the matching ones, in id order; only ``k > N`` pads with ``-1`` / ``-inf``. A
+document's score is its forward-index row dotted with the query in float64, in ascending
+term order (what a CSR row product does; adding the ``+0.0`` of non-query terms changes
+nothing), returned as float32. Per query:
 
-1. *block upper bounds* ``u_b = sum_t q_t max_{d in b} x_dt``, term at a time over the
-   query terms' entries (cost: the number of entries, at most ``N/B`` per term), which
-   also links each block to the list of the query's entries in it;
-2. *seeding*: the few blocks with the largest ``u_b`` are scored first, best first, so
+1. *block upper bounds* ``u_b = sum_t q_t m_tb`` into a float32 ``[nb]`` array, term at a
+   time: a dense term's row in one vectorized pass, a sparse term's entries scattered;
+2. *seeding*: the ``~2k / B + 4`` blocks with the largest ``u_b`` are scored first, so
    the current ``k``-th score ``theta`` starts high;
-3. *block-max pruning*: the remaining blocks are visited in id order and a block is
-   scored only if ``u_b >= theta`` (else none of its documents can enter the top-``k``:
-   safe pruning, the same result as an exhaustive scan). Scoring a block walks its list
-   of entries (no search) and their postings into a ``B``-slot accumulator, then offers
-   its documents to a size-``k`` heap.
+3. *block-max pruning*: the other blocks are visited in id order and a block is scored
+   only if ``u_b`` times a float32 round-off slack ``1 + (n_terms + 4) 2^-22`` reaches
+   ``theta`` (else none of its documents can enter the top-``k``: safe pruning, the same
+   result as an exhaustive scan). Scoring a block walks its ``B`` forward-index rows
+   against a dense ``[V]`` table of the query weights and offers them to a size-``k``
+   heap.
 
-Nothing costs ``O(N)`` per query (no dense ``[N]`` score vector, no ``argpartition``
-over all documents). How much it saves depends on how many blocks pruning skips: on
-a 1M-document synthetic collection whose most frequent terms occur in 61-81% of the
-documents it skipped 17% of the blocks and ran at 0.38x the QPS of a scipy CSC product
-(``benchmarks/sparse_search.py``, BENCHMARKS.md), whose per-posting work is cheaper
-(term-major rows scored block by block cost scattered reads). ``u_b`` and ``s_d`` add the same rounded products in the same term
-order, so ``s_d <= u_b`` also holds in floating point and the pruning stays exact.
+Small blocks are what makes this prune: SPLADE-like weights are heavy-tailed, so the
+maximum over 64 documents sits far above any one document's weight, while over 4 it
+stays close. On 1M synthetic documents (common terms in 61-81% of them, every block
+holding some query term) ``B = 4`` scores ~400 of 250,000 blocks per query (0.6% of
+the documents) where ``B = 64`` scored 83% of its blocks. The price is the bounds pass,
+``nb`` floats per dense query term: about half of the query time. Measured
+(``benchmarks/sparse_search.py``, BENCHMARKS.md), 1M documents, one shared core: exact
+search 348 QPS against scipy CSC's 40.1 (8.7x; the previous 64-document block-posting
+layout reached 0.38x), build 34 s (was 241 s).
 Queries run in parallel (numba ``prange`` over query chunks, ``nogil``): set the thread
 count with ``numba.set_num_threads`` or ``NUMBA_NUM_THREADS``.
 
@@ -56,11 +64,24 @@ count with ``numba.set_num_threads`` or ``NUMBA_NUM_THREADS``.
 theta``, with ``0 < alpha <= 1`` (the BMP paper's threshold over-estimation): smaller
 ``alpha`` skips more blocks and may miss documents whose block bound was loose.
 ``alpha=1.0`` is the exact search. The default :data:`DEFAULT_ALPHA` = 0.9 kept
-recall@10 against exact search at 0.98 on SPLADE-like synthetic data (Zipfian terms,
-~120 non-zeros per document, ~30 per query, 200k and 1M documents, ``B = 64``);
+recall@10 against exact search at 0.96-0.98 on SPLADE-like synthetic data (Zipfian terms,
+~150 non-zeros per document, ~30 per query, 200k and 1M documents, ``B = 4``);
 ``tests/index/test_inverted.py`` checks >= 0.9 on a small collection. The bounds of
 step 1 are computed whatever ``alpha``, so the gain is bounded by the share of time
 spent scoring blocks.
+
+Not used, measured on the 200k collection (scratch prototypes): *document reordering*
+(even the generator's own topic order, an upper bound on what a clustering could find,
+cut the blocks scored at ``B = 4`` by 27% but not the query time, which the bounds pass
+dominates) and *MaxScore* over terms (with per-term maxima over all documents only 7 of
+a query's 30 terms are non-essential: heavy-tailed weights make every global maximum
+large).
+
+Exactness: the bound of a block and the scores of its documents add the same products,
+the bound in float32 (hence the slack), the scores in float64; float32 bound weights are
+floored at the smallest positive float32 so a block holding a query term never bounds
+to 0. With ``quantize=False``, products ``q_t m_tb`` below float32's range (< 1e-45)
+would bound to 0 and such documents count as unmatched.
 
 Compiled kernels are cached on disk by numba (``cache=True``): the first call in a fresh
 environment compiles them (tens of seconds on a small CPU), later processes load them.
@@ -89,115 +110,93 @@ from numba.extending import overload
 from jaxir.index import base
 
 KIND = "inverted"
-VERSION = 1
+#: On-disk format. 1: block postings (term-major, 64-document blocks), read no more.
+VERSION = 2
 REPRESENTATION = "sparse"
 MODES = ("exact", "approx")
 #: ``alpha`` of ``mode="approx"`` when none is given (see the module docstring).
 DEFAULT_ALPHA = 0.9
-DEFAULT_BLOCK_SIZE = 64
-#: A term in at least this fraction of the blocks stores an entry for every block (its
-#: entry for block b is found without reading a block id; it costs at most
-#: 1 / DENSE_FRACTION times its entries).
-DENSE_FRACTION = 0.5
-MAX_BLOCK_SIZE = 256  # in-block offsets are uint8
+DEFAULT_BLOCK_SIZE = 4
+#: A term in at least this fraction of the blocks keeps a dense row of block maxima (one
+#: vectorized pass per query instead of one scattered add per entry).
+DENSE_FRACTION = 0.125
+MAX_BLOCK_SIZE = 256
 _LEVELS = 255  # uint8 impacts 0..255
+_TINY32 = np.float32(np.finfo(np.float32).smallest_subnormal)
 _ARRAYS = (
-    "block_ptr",
-    "entry_block",
-    "entry_max",
-    "entry_start",
-    "posting_offset",
-    "posting_impact",
+    "doc_ptr",
+    "doc_terms",
+    "doc_impacts",
+    "term_row",
+    "dense_max",
+    "sparse_ptr",
+    "sparse_block",
+    "sparse_max",
 )
 
 
 # --------------------------------------------------------------------------- kernels
 
 
-def _contribution(table_j, q_j, impact):
-    """``q_j * x`` for one posting: ``table_j[impact]`` (uint8 impacts) or ``q_j * impact``."""
+def _value(lut, impact):
+    """The float64 weight of one stored impact: ``lut[impact]`` (uint8) or the float itself."""
     raise NotImplementedError("only called from numba kernels")
 
 
-@overload(_contribution, inline="always")
-def _contribution_impl(table_j, q_j, impact):
+@overload(_value, inline="always")
+def _value_impl(lut, impact):
     if isinstance(impact, types.Integer):
-        return lambda table_j, q_j, impact: table_j[impact]
-    return lambda table_j, q_j, impact: q_j * np.float64(impact)
+        return lambda lut, impact: lut[impact]
+    return lambda lut, impact: np.float64(impact)
 
 
 @numba.njit(cache=True, nogil=True)
-def _build(indptr, indices, impacts, num_docs, vocab_size, block_size, dense_fraction):
-    """Term-major postings and block-max entries from a canonical CSR ``[N, V]`` (zeros dropped).
+def _build(indptr, terms, impacts, num_docs, vocab_size, block_size, dense_fraction):
+    """Block maxima of every term from the forward index (canonical CSR ``[N, V]``, no zeros).
 
-    A term present in at least ``dense_fraction`` of the blocks gets an entry for every
-    block (empty ones included), so its entry for block ``b`` is ``block_ptr[t] + b``.
+    Returns ``(term_row, dense_max, sparse_ptr, sparse_block, sparse_max)`` (see the module
+    docstring): a term in at least ``dense_fraction`` of the blocks gets a dense row.
     """
     num_blocks = (num_docs + block_size - 1) // block_size
-    df = np.zeros(vocab_size, np.int64)
-    entries = np.zeros(vocab_size, np.int64)
+    blocks = np.zeros(vocab_size, np.int64)
     last = np.full(vocab_size, -1, np.int64)
     for d in range(num_docs):
         b = d // block_size
         for p in range(indptr[d], indptr[d + 1]):
-            if impacts[p] == 0:
-                continue
-            t = indices[p]
-            df[t] += 1
+            t = terms[p]
             if last[t] != b:
                 last[t] = b
-                entries[t] += 1
-    dense = entries >= dense_fraction * num_blocks
-    term_ptr = np.zeros(vocab_size + 1, np.int64)
-    block_ptr = np.zeros(vocab_size + 1, np.int64)
+                blocks[t] += 1
+    term_row = np.full(vocab_size, -1, np.int32)
+    sparse_ptr = np.zeros(vocab_size + 1, np.int64)
+    num_dense = 0
     for t in range(vocab_size):
-        term_ptr[t + 1] = term_ptr[t] + df[t]
-        block_ptr[t + 1] = block_ptr[t] + (num_blocks if dense[t] else entries[t])
-    num_postings, num_entries = term_ptr[vocab_size], block_ptr[vocab_size]
-    posting_offset = np.empty(num_postings, np.uint8)
-    posting_impact = np.empty(num_postings, impacts.dtype)
-    entry_block = np.empty(num_entries, np.int32)
-    entry_max = np.zeros(num_entries, impacts.dtype)
-    entry_start = np.full(num_entries + 1, -1, np.int64)
-    entry_start[num_entries] = num_postings
-    for t in range(vocab_size):
-        if dense[t]:
-            for b in range(num_blocks):
-                entry_block[block_ptr[t] + b] = b
-    next_posting = term_ptr[:-1].copy()
-    next_entry = block_ptr[:-1].copy()
+        if blocks[t] > 0 and blocks[t] >= dense_fraction * num_blocks:
+            term_row[t] = num_dense
+            num_dense += 1
+            sparse_ptr[t + 1] = sparse_ptr[t]
+        else:
+            sparse_ptr[t + 1] = sparse_ptr[t] + blocks[t]
+    dense_max = np.zeros((num_dense, num_blocks), impacts.dtype)
+    sparse_block = np.empty(sparse_ptr[vocab_size], np.int32)
+    sparse_max = np.zeros(sparse_ptr[vocab_size], impacts.dtype)
+    next_entry = sparse_ptr[:-1].copy()
     last[:] = -1
     for d in range(num_docs):
         b = d // block_size
-        offset = d - b * block_size
         for p in range(indptr[d], indptr[d + 1]):
-            impact = impacts[p]
-            if impact == 0:
-                continue
-            t = indices[p]
-            if last[t] != b:
+            t, impact, row = terms[p], impacts[p], term_row[terms[p]]
+            if row >= 0:
+                if impact > dense_max[row, b]:
+                    dense_max[row, b] = impact
+            elif last[t] != b:
                 last[t] = b
-                if dense[t]:
-                    e = block_ptr[t] + b
-                else:
-                    e = next_entry[t]
-                    next_entry[t] += 1
-                    entry_block[e] = b
-                entry_start[e] = next_posting[t]
-                entry_max[e] = impact
-            else:
-                e = block_ptr[t] + b if dense[t] else next_entry[t] - 1
-                if impact > entry_max[e]:
-                    entry_max[e] = impact
-            q = next_posting[t]
-            next_posting[t] += 1
-            posting_offset[q] = offset
-            posting_impact[q] = impact
-    # Empty entries (of dense terms) start where the next entry starts.
-    for e in range(num_entries - 1, -1, -1):
-        if entry_start[e] < 0:
-            entry_start[e] = entry_start[e + 1]
-    return block_ptr, entry_block, entry_max, entry_start, posting_offset, posting_impact
+                e = next_entry[t]
+                next_entry[t] += 1
+                sparse_block[e], sparse_max[e] = b, impact
+            elif impact > sparse_max[next_entry[t] - 1]:
+                sparse_max[next_entry[t] - 1] = impact
+    return term_row, dense_max, sparse_ptr, sparse_block, sparse_max
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -243,93 +242,69 @@ def _offer(heap_s, heap_d, size, k, score, doc):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _score_block(b, tables, q_weights, links, head, index, acc, heap_s, heap_d, size, k):
-    """Scores block ``b`` from its list of ``(entry, term)`` links and offers its documents."""
-    entry_start, offsets, impacts = index[3], index[4], index[5]
-    num_docs, block_size = index[6], index[7]
-    link_entry, link_term, link_next = links
-    acc[:] = 0.0
-    c = head[b]
-    while c >= 0:
-        e, j = link_entry[c], link_term[c]
-        table_j, q_j = tables[j], q_weights[j]
-        for p in range(entry_start[e], entry_start[e + 1]):
-            acc[offsets[p]] += _contribution(table_j, q_j, impacts[p])
-        c = link_next[c]
-    head[b] = -1  # scored
+def _score_block(b, index, q_table, heap_s, heap_d, size, k):
+    """Scores the documents of block ``b`` (forward-index rows) and offers them to the heap."""
+    doc_ptr, doc_terms, doc_impacts, lut = index[0], index[1], index[2], index[8]
+    num_docs, block_size = index[10], index[11]
     first = b * block_size
-    for i in range(min(block_size, num_docs - first)):
-        score = acc[i]
+    for d in range(first, min(first + block_size, num_docs)):
+        score = 0.0
+        for p in range(doc_ptr[d], doc_ptr[d + 1]):
+            score += q_table[doc_terms[p]] * _value(lut, doc_impacts[p])
         # The cheap test first: most documents cannot enter the heap.
-        if score > 0.0 and (size < k or _worse(heap_s[0], heap_d[0], score, first + i)):
-            size = _offer(heap_s, heap_d, size, k, score, first + i)
+        if score > 0.0 and (size < k or _worse(heap_s[0], heap_d[0], score, d)):
+            size = _offer(heap_s, heap_d, size, k, score, d)
     return size
 
 
 @numba.njit(cache=True, nogil=True)
-def _search_one(q_terms, q_weights, lut, index, k, alpha, num_seeds, scratch, out_s, out_d):
+def _search_one(q_terms, q_weights, index, k, alpha, num_seeds, scratch, out_s, out_d):
     """Top-``k`` of one query into ``out_s`` / ``out_d`` (see the module docstring)."""
-    block_ptr, entry_block, entry_max = index[0], index[1], index[2]
-    num_docs = index[6]
-    bound, head, tail, link_entry, link_term, link_next = scratch
-    links = (link_entry, link_term, link_next)
-    num_terms = q_terms.shape[0]
+    term_row, dense_max, sparse_ptr, sparse_block, sparse_max = index[3:8]
+    scale, num_docs = index[9], index[10]
+    bound, q_table, seed_s, seed_b, heap_s, heap_d = scratch
     num_blocks = bound.shape[0]
-    tables = np.empty((num_terms, lut.shape[0]), np.float64)
-    for j in range(num_terms):
-        for i in range(lut.shape[0]):
-            tables[j, i] = q_weights[j] * lut[i]
-    # 1. Block upper bounds, term at a time in ascending term order (the order in which a
-    #    block's scores add the same products, so score <= bound holds after rounding), and
-    #    per block the list of the query's entries in it, in the same order.
+    # 1. Block upper bounds in float32, term at a time.
     bound[:] = 0.0
-    head[:] = -1
-    c = 0
-    for j in range(num_terms):
+    for j in range(q_terms.shape[0]):
         t = q_terms[j]
-        first, end = block_ptr[t], block_ptr[t + 1]
-        table_j, q_j = tables[j], q_weights[j]
-        dense = end - first == num_blocks
-        for e in range(first, end):
-            impact = entry_max[e]
-            if impact == 0:  # an empty block of a dense term
-                continue
-            b = e - first if dense else entry_block[e]
-            bound[b] += _contribution(table_j, q_j, impact)
-            link_entry[c], link_term[c], link_next[c] = e, j, -1
-            if head[b] < 0:
-                head[b] = c
-            else:
-                link_next[tail[b]] = c
-            tail[b] = c
-            c += 1
-    # 2. Seeds: the num_seeds blocks with the largest bounds, scored best first so that the
-    #    k-th score theta starts high.
-    seed_s = np.empty(num_seeds, np.float64)
-    seed_b = np.empty(num_seeds, np.int64)
+        q_table[t] = q_weights[j]
+        w = max(np.float32(q_weights[j] * scale), _TINY32)
+        row = term_row[t]
+        if row >= 0:
+            maxima = dense_max[row]
+            for b in range(num_blocks):
+                bound[b] += w * np.float32(maxima[b])
+        else:
+            for e in range(sparse_ptr[t], sparse_ptr[t + 1]):
+                bound[sparse_block[e]] += w * np.float32(sparse_max[e])
+    # Skip a block if bound * slack * alpha < theta: slack covers the float32 round-off
+    # of the bound (n + 3 roundings of 2^-24 each, with room to spare).
+    divisor = alpha * (1.0 + (q_terms.shape[0] + 4) * 2.0**-22)
+    # 2. Seeds: the blocks with the largest bounds, scored first so that the k-th score
+    #    theta starts high; marked scored (bound -1).
     num = 0
+    floor = np.float32(0.0)
     for b in range(num_blocks):
         u = bound[b]
-        if u > 0.0 and (num < num_seeds or u > seed_s[0]):
+        if u > floor:
             num = _offer(seed_s, seed_b, num, num_seeds, u, b)
-    heap_s = np.empty(k, np.float64)
-    heap_d = np.empty(k, np.int64)
-    acc = np.empty(index[7], np.float64)
+            if num == num_seeds:
+                floor = np.float32(seed_s[0])
     size = 0
-    order = np.empty(num, np.int64)
-    for i in range(num - 1, -1, -1):  # pop the seed heap's worst to the back: best first
-        order[i] = seed_b[0]
-        seed_s[0], seed_b[0] = seed_s[i], seed_b[i]
-        _sift_down(seed_s, seed_b, i, 0)
     for i in range(num):
-        size = _score_block(
-            order[i], tables, q_weights, links, head, index, acc, heap_s, heap_d, size, k
-        )
+        size = _score_block(seed_b[i], index, q_table, heap_s, heap_d, size, k)
+        bound[seed_b[i]] = -1.0
     # 3. The other blocks in id order, skipping those whose bound cannot reach theta.
+    cut = np.float32(heap_s[0] / divisor) if size == k else np.float32(0.0)
     for b in range(num_blocks):
-        if head[b] < 0 or (size == k and alpha * bound[b] < heap_s[0]):
-            continue
-        size = _score_block(b, tables, q_weights, links, head, index, acc, heap_s, heap_d, size, k)
+        u = bound[b]
+        if u > 0.0 and u >= cut:
+            size = _score_block(b, index, q_table, heap_s, heap_d, size, k)
+            if size == k:
+                cut = np.float32(heap_s[0] / divisor)
+    for j in range(q_terms.shape[0]):
+        q_table[q_terms[j]] = 0.0
     # Best first: pop the worst to the back.
     for i in range(size - 1, -1, -1):
         out_s[i], out_d[i] = heap_s[0], heap_d[0]
@@ -349,35 +324,24 @@ def _search_one(q_terms, q_weights, lut, index, k, alpha, num_seeds, scratch, ou
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _search(
-    q_indptr, q_terms, q_weights, lut, index, k, alpha, num_seeds, max_links, chunks, out_s, out_d
-):
+def _search(q_indptr, q_terms, q_weights, index, k, alpha, num_seeds, chunks, out_s, out_d):
     """Runs :func:`_search_one` for every query, query chunks in parallel."""
-    num_blocks = (index[6] + index[7] - 1) // index[7]
+    num_blocks = (index[10] + index[11] - 1) // index[11]
     for c in prange(chunks.shape[0] - 1):
         scratch = (
-            np.empty(num_blocks, np.float64),
-            np.empty(num_blocks, np.int64),
-            np.empty(num_blocks, np.int64),
-            np.empty(max_links, np.int64),
-            np.empty(max_links, np.int32),
-            np.empty(max_links, np.int64),
+            np.empty(num_blocks, np.float32),
+            np.zeros(index[3].shape[0], np.float64),
+            np.empty(num_seeds, np.float64),
+            np.empty(num_seeds, np.int64),
+            np.empty(k, np.float64),
+            np.empty(k, np.int64),
         )
         scores = np.empty(k, np.float64)
         docs = np.empty(k, np.int64)
         for q in range(chunks[c], chunks[c + 1]):
             lo, hi = q_indptr[q], q_indptr[q + 1]
             _search_one(
-                q_terms[lo:hi],
-                q_weights[lo:hi],
-                lut,
-                index,
-                k,
-                alpha,
-                num_seeds,
-                scratch,
-                scores,
-                docs,
+                q_terms[lo:hi], q_weights[lo:hi], index, k, alpha, num_seeds, scratch, scores, docs
             )
             for i in range(k):
                 out_s[q, i] = scores[i]
@@ -423,7 +387,7 @@ def _quantize(data: np.ndarray, scale: np.float32) -> np.ndarray:
 
 
 class InvertedIndex:
-    """A document-ordered inverted index over ``[N, V]`` sparse vectors, with block-max metadata.
+    """A forward index over ``[N, V]`` sparse vectors with fine block-max bounds per term.
 
     Args:
       docs: ``[N, V]`` non-negative document weights: a ``scipy.sparse`` matrix (e.g.
@@ -431,8 +395,8 @@ class InvertedIndex:
       quantize: store ``uint8`` impacts with one global scale (default) or float32
         weights (see the module docstring).
       block_size: documents per block ``B`` (1..256). Smaller blocks bound tighter but
-        cost more entries; 64 measured faster than 32 and 16 at 1M SPLADE-like
-        synthetic documents (and gives the smallest index).
+        cost a longer bounds pass (``N / B`` floats per dense query term); 4 measured
+        faster than 2 and 8 at 1M SPLADE-like synthetic documents.
 
     Example:
       >>> docs = scipy.sparse.random(50, 20, density=0.2, format="csr", random_state=0)
@@ -455,8 +419,7 @@ class InvertedIndex:
     ):
         if not 1 <= block_size <= MAX_BLOCK_SIZE:
             raise ValueError(
-                f"InvertedIndex: block_size must be in 1..{MAX_BLOCK_SIZE} (in-block offsets "
-                f"are uint8), got {block_size}."
+                f"InvertedIndex: block_size must be in 1..{MAX_BLOCK_SIZE}, got {block_size}."
             )
         csr = _as_csr(docs, "InvertedIndex: docs")
         num_docs, vocab_size = csr.shape
@@ -468,17 +431,18 @@ class InvertedIndex:
             impacts = _quantize(csr.data, scale)
         else:
             scale, impacts = np.float32(1.0), csr.data.astype(np.float32)
-        arrays = _build(
-            csr.indptr.astype(np.int64),
-            csr.indices.astype(np.int32),
-            impacts,
-            num_docs,
-            vocab_size,
-            block_size,
-            DENSE_FRACTION,
-        )
+        keep = impacts != 0  # weights that round to 0 (or underflow float32)
+        indptr = csr.indptr.astype(np.int64)
+        terms = csr.indices.astype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
+        if not keep.all():
+            indptr = np.concatenate([[0], np.cumsum(keep)])[indptr]
+            terms, impacts = terms[keep], impacts[keep]
+        del csr, keep
+        arrays = dict(doc_ptr=indptr, doc_terms=terms, doc_impacts=impacts)
+        maxima = _build(indptr, terms, impacts, num_docs, vocab_size, block_size, DENSE_FRACTION)
+        arrays.update(zip(_ARRAYS[3:], maxima))
         self._set(
-            dict(zip(_ARRAYS, arrays)),
+            arrays,
             num_docs=num_docs,
             vocab_size=vocab_size,
             block_size=block_size,
@@ -492,8 +456,6 @@ class InvertedIndex:
         self.block_size = int(meta["block_size"])
         self.quantized = bool(meta["quantized"])
         self.scale = float(meta["scale"])
-        if arrays["entry_start"][-1] < np.iinfo(np.int32).max:
-            arrays["entry_start"] = arrays["entry_start"].astype(np.int32)
         self.arrays = {name: np.ascontiguousarray(arrays[name]) for name in _ARRAYS}
         # Dequantized value of each uint8 impact (float32, as to_csr() holds them).
         self._lut = (
@@ -515,7 +477,17 @@ class InvertedIndex:
     @property
     def num_postings(self) -> int:
         """Stored postings ``Z`` (non-zero impacts)."""
-        return int(self.arrays["posting_impact"].shape[0])
+        return int(self.arrays["doc_terms"].shape[0])
+
+    @property
+    def num_dense_terms(self) -> int:
+        """Terms ``D`` with a dense row of block maxima."""
+        return int(self.arrays["dense_max"].shape[0])
+
+    @property
+    def num_entries(self) -> int:
+        """``(block, max)`` entries ``M`` of the sparse terms."""
+        return int(self.arrays["sparse_block"].shape[0])
 
     @property
     def nbytes(self) -> int:
@@ -525,12 +497,9 @@ class InvertedIndex:
     def _index(self) -> tuple:
         a = self.arrays
         return (
-            a["block_ptr"],
-            a["entry_block"],
-            a["entry_max"],
-            a["entry_start"],
-            a["posting_offset"],
-            a["posting_impact"],
+            *(a[name] for name in _ARRAYS),
+            self._lut,
+            np.float64(np.float32(self.scale)),
             self._num_docs,
             self.block_size,
         )
@@ -538,16 +507,12 @@ class InvertedIndex:
     def to_csr(self) -> scipy.sparse.csr_matrix:
         """The ``[N, V]`` float32 document vectors the index scores (dequantized impacts)."""
         a = self.arrays
-        counts = np.diff(a["entry_start"].astype(np.int64))
-        docs = np.repeat(a["entry_block"].astype(np.int64) * self.block_size, counts)
-        docs += a["posting_offset"]
-        impacts = a["posting_impact"]
-        values = self._lut.astype(np.float32)[impacts] if self.quantized else impacts
-        term_ptr = a["entry_start"].astype(np.int64)[a["block_ptr"]]
-        csc = scipy.sparse.csc_matrix(
-            (values.astype(np.float32), docs, term_ptr), shape=(self._num_docs, self._dim)
+        impacts = a["doc_impacts"]
+        values = self._lut.astype(np.float32)[impacts] if self.quantized else impacts.copy()
+        return scipy.sparse.csr_matrix(
+            (values, a["doc_terms"].astype(np.int32), a["doc_ptr"].copy()),
+            shape=(self._num_docs, self._dim),
         )
-        return csc.tocsr()
 
     def search(
         self,
@@ -598,20 +563,14 @@ class InvertedIndex:
         num_seeds = min(-(-2 * k_eff // self.block_size) + 4, -(-self._num_docs // self.block_size))
         num_chunks = min(num_queries, 8 * numba.get_num_threads())
         chunks = np.linspace(0, num_queries, num_chunks + 1).astype(np.int64)
-        # Links per query: one per entry of its terms (an upper bound for dense terms).
-        entries = np.diff(self.arrays["block_ptr"])[csr.indices]
-        cumulative = np.concatenate([[0], np.cumsum(entries)])
-        per_query = cumulative[csr.indptr[1:]] - cumulative[csr.indptr[:-1]]
         _search(
             csr.indptr.astype(np.int64),
             csr.indices.astype(np.int32),
             csr.data.astype(np.float64),
-            self._lut,
             self._index(),
             k_eff,
             float(alpha),
-            max(num_seeds, 1),
-            max(int(per_query.max()), 1),
+            num_seeds,
             chunks,
             scores_qk,
             indices_qk,
@@ -640,7 +599,8 @@ class InvertedIndex:
             quantized=self.quantized,
             scale=self.scale,
             num_postings=self.num_postings,
-            num_entries=int(self.arrays["entry_block"].shape[0]),
+            num_dense_terms=self.num_dense_terms,
+            num_entries=self.num_entries,
             sha256=checksums,
         )
 
@@ -650,18 +610,27 @@ class InvertedIndex:
 
         Raises:
           FileNotFoundError: ``searcher.json`` or an array file is missing.
-          ValueError: a corrupted manifest, a checksum mismatch, or arrays that disagree
-            with the manifest or each other.
+          ValueError: an index of an older on-disk format (rebuild it), a corrupted
+            manifest, a checksum mismatch, or arrays that disagree with the manifest or
+            each other.
         """
         directory = pathlib.Path(directory)
         manifest = base.read_manifest(directory)
-        base.check_manifest(manifest, directory, kind=KIND, version=VERSION)
         where = directory / base.MANIFEST
+        if manifest["kind"] == KIND and manifest["version"] != VERSION:
+            raise ValueError(
+                f"{where}: field 'version' is {manifest['version']}: an inverted index of an "
+                f"older on-disk layout; this jaxir reads version {VERSION} (forward index + "
+                "fine block maxima). Rebuild it from its sparse store (`jaxir index STORE "
+                "OUT`, or InvertedIndex(docs).save(directory))."
+            )
+        base.check_manifest(manifest, directory, kind=KIND, version=VERSION)
         for field, kind in (
             ("block_size", int),
             ("quantized", bool),
             ("scale", float),
             ("num_postings", int),
+            ("num_dense_terms", int),
             ("num_entries", int),
             ("sha256", dict),
         ):
@@ -696,38 +665,48 @@ class InvertedIndex:
 
 def _check_arrays(arrays: dict[str, np.ndarray], manifest: dict[str, Any], where: Any) -> None:
     """Raises ``ValueError`` unless the arrays form a valid index (the kernels do no bounds checks)."""
-    v, z, m = manifest["dim"], manifest["num_postings"], manifest["num_entries"]
-    if not 1 <= manifest["block_size"] <= MAX_BLOCK_SIZE or manifest["num_docs"] < 1:
+    n, v, z = manifest["num_docs"], manifest["dim"], manifest["num_postings"]
+    dense, m = manifest["num_dense_terms"], manifest["num_entries"]
+    if not 1 <= manifest["block_size"] <= MAX_BLOCK_SIZE or n < 1:
         raise ValueError(
             f"{where}: fields 'block_size' ({manifest['block_size']}) / 'num_docs' "
-            f"({manifest['num_docs']}) must be in 1..{MAX_BLOCK_SIZE} / >= 1; re-save the index."
+            f"({n}) must be in 1..{MAX_BLOCK_SIZE} / >= 1; re-save the index."
         )
     if not (np.isfinite(manifest["scale"]) and manifest["scale"] > 0):
         raise ValueError(f"{where}: field 'scale' must be a positive number; re-save the index.")
-    num_blocks = -(-manifest["num_docs"] // manifest["block_size"])
-    impact = np.dtype(np.uint8 if manifest["quantized"] else np.float32)
+    num_blocks = -(-n // manifest["block_size"])
+    impact = (np.dtype(np.uint8 if manifest["quantized"] else np.float32),)
+    int32, int64 = (np.dtype(np.int32),), (np.dtype(np.int64),)
+    term_ids = (np.dtype(np.uint16), *int32) if v <= 1 << 16 else int32
     expected = {
-        "block_ptr": ((v + 1,), (np.dtype(np.int64),)),
-        "entry_block": ((m,), (np.dtype(np.int32),)),
-        "entry_max": ((m,), (impact,)),
-        "entry_start": ((m + 1,), (np.dtype(np.int32), np.dtype(np.int64))),
-        "posting_offset": ((z,), (np.dtype(np.uint8),)),
-        "posting_impact": ((z,), (impact,)),
+        "doc_ptr": ((n + 1,), int64),
+        "doc_terms": ((z,), term_ids),
+        "doc_impacts": ((z,), impact),
+        "term_row": ((v,), int32),
+        "dense_max": ((dense, num_blocks), impact),
+        "sparse_ptr": ((v + 1,), int64),
+        "sparse_block": ((m,), int32),
+        "sparse_max": ((m,), impact),
     }
     for name, (shape, dtypes) in expected.items():
         a = arrays[name]
         if a.shape != shape or a.dtype not in dtypes:
             raise ValueError(
                 f"{where}: {name}.npy holds {a.dtype} {a.shape}, expected "
-                f"{'/'.join(d.name for d in dtypes)} {shape} (fields dim / num_postings / "
-                "num_entries); re-save the index."
+                f"{'/'.join(d.name for d in dtypes)} {shape} (fields num_docs / dim / "
+                "num_postings / num_dense_terms / num_entries); re-save the index."
             )
-    ptr, start, blocks = arrays["block_ptr"], arrays["entry_start"], arrays["entry_block"]
+    doc_ptr, terms, rows = arrays["doc_ptr"], arrays["doc_terms"], arrays["term_row"]
+    sparse_ptr, blocks = arrays["sparse_ptr"], arrays["sparse_block"]
     problems = (
-        (ptr[0] != 0 or ptr[-1] != m or (np.diff(ptr) < 0).any(), "block_ptr"),
-        (start[0] != 0 or start[-1] != z or (np.diff(start) < 0).any(), "entry_start"),
-        (m and (blocks.min() < 0 or blocks.max() >= num_blocks), "entry_block"),
-        (z and int(arrays["posting_offset"].max()) >= manifest["block_size"], "posting_offset"),
+        (doc_ptr[0] != 0 or doc_ptr[-1] != z or (np.diff(doc_ptr) < 0).any(), "doc_ptr"),
+        (z and (int(terms.min()) < 0 or int(terms.max()) >= v), "doc_terms"),
+        (v and (rows.min() < -1 or rows.max() >= dense or (rows >= 0).sum() != dense), "term_row"),
+        (
+            sparse_ptr[0] != 0 or sparse_ptr[-1] != m or (np.diff(sparse_ptr) < 0).any(),
+            "sparse_ptr",
+        ),
+        (m and (blocks.min() < 0 or blocks.max() >= num_blocks), "sparse_block"),
     )
     for bad, name in problems:
         if bad:

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse
 
 from jaxir.index import Searcher, load_searcher, recall_against
-from jaxir.index.inverted import DEFAULT_ALPHA, InvertedIndex
+from jaxir.index.inverted import _ARRAYS, DEFAULT_ALPHA, DEFAULT_BLOCK_SIZE, InvertedIndex
 
 
 def zipf_docs(rng, rows, vocab, nnz, *, grid=None, s=1.0):
@@ -84,7 +84,7 @@ def data():
 
 
 @pytest.mark.parametrize("quantize", [True, False])
-@pytest.mark.parametrize("block_size", [1, 7, 64, 256])
+@pytest.mark.parametrize("block_size", [1, 4, 7, 64, 256])
 def test_exact_equals_brute_force_with_ties_zero_scores_and_empty_queries(
     data, quantize, block_size
 ):
@@ -133,8 +133,37 @@ def test_zipfian_collection_with_100_terms_per_doc():
     docs = zipf_docs(rng, 3000, 8000, 100)
     assert 90 < docs.nnz / docs.shape[0] < 110
     queries = zipf_docs(rng, 80, 8000, 30)
-    assert_matches_brute_force(InvertedIndex(docs), queries, 10)
+    index = InvertedIndex(docs)
+    # Both kinds of bounds are exercised: dense rows of block maxima and sparse entries.
+    assert index.block_size == DEFAULT_BLOCK_SIZE
+    assert index.num_dense_terms > 0 and index.num_entries > 0
+    assert_matches_brute_force(index, queries, 10)
     assert_matches_brute_force(InvertedIndex(docs, quantize=False, block_size=32), queries, 10)
+
+
+def test_long_queries_and_tiny_weights_stay_exact(data):
+    """The float32 bound slack grows with the query length; tiny weights still bound > 0."""
+    docs, queries = data
+    rng = np.random.default_rng(5)
+    index = InvertedIndex(docs)
+    every_term = rng.lognormal(-0.5, 0.6, size=(3, docs.shape[1])).astype(np.float32)
+    assert_matches_brute_force(index, every_term, 20)
+    tiny = queries[3:6].copy()
+    tiny.data[:] = 1e-44  # subnormal in float32: q * scale underflows float32
+    scores_qk, indices_qk = index.search(tiny, 10)
+    np.testing.assert_array_equal(indices_qk, brute_force(index.to_csr(), tiny, 10)[1])
+    assert (scores_qk[:, 0] > 0).all()  # (float32 scores this small are subnormal)
+
+
+def test_documents_without_terms():
+    """A collection with no postings (and one with a single posting) ranks by id."""
+    empty = InvertedIndex(scipy.sparse.csr_matrix((6, 10), dtype=np.float32), block_size=4)
+    assert empty.num_postings == 0
+    scores_qk, indices_qk = empty.search(np.ones((2, 10), np.float32), 8)
+    assert indices_qk.tolist() == [[0, 1, 2, 3, 4, 5, -1, -1]] * 2
+    assert (scores_qk[:, :6] == 0).all() and np.isneginf(scores_qk[:, 6:]).all()
+    one = scipy.sparse.csr_matrix(([2.0], ([4], [3])), shape=(6, 10), dtype=np.float32)
+    assert_matches_brute_force(InvertedIndex(one, block_size=4), np.ones((1, 10)), 6)
 
 
 def test_dense_and_jax_queries_equal_sparse_ones(data):
@@ -177,7 +206,7 @@ def test_save_load_round_trip_via_load_searcher(data, tmp_path):
         docs.shape[1],
         32,
     )
-    assert not list(tmp_path.glob("*.pkl")) and len(list(tmp_path.glob("*.npy"))) == 6
+    assert not list(tmp_path.glob("*.pkl")) and len(list(tmp_path.glob("*.npy"))) == len(_ARRAYS)
     loaded = load_searcher(tmp_path)
     assert isinstance(loaded, InvertedIndex) and loaded.scale == index.scale
     for got, want in zip(loaded.search(queries, 10), index.search(queries, 10)):
@@ -193,24 +222,29 @@ def test_load_rejects_damaged_files(data, tmp_path):
     InvertedIndex(docs).save(tmp_path)
     manifest_file = tmp_path / "searcher.json"
     manifest = json.loads(manifest_file.read_text())
-    offsets = np.load(tmp_path / "posting_offset.npy")
-    np.save(tmp_path / "posting_offset.npy", offsets[::-1].copy())
-    with pytest.raises(ValueError, match=r"posting_offset\.npy: SHA-256 does not match"):
+    terms = np.load(tmp_path / "doc_terms.npy")
+    np.save(tmp_path / "doc_terms.npy", terms[::-1].copy())
+    with pytest.raises(ValueError, match=r"doc_terms\.npy: SHA-256 does not match"):
         load_searcher(tmp_path)
-    np.save(tmp_path / "posting_offset.npy", offsets)
+    np.save(tmp_path / "doc_terms.npy", terms)
     manifest_file.write_text(json.dumps({**manifest, "block_size": "64"}))
     with pytest.raises(ValueError, match="field 'block_size' must be int"):
         load_searcher(tmp_path)
     manifest_file.write_text(json.dumps({**manifest, "num_entries": manifest["num_entries"] + 1}))
-    with pytest.raises(ValueError, match=r"entry_block\.npy holds int32"):
+    with pytest.raises(ValueError, match=r"sparse_block\.npy holds int32"):
+        load_searcher(tmp_path)
+    manifest_file.write_text(json.dumps({**manifest, "version": 1}))
+    with pytest.raises(
+        ValueError, match=r"'version' is 1: an inverted index of an older .*Rebuild"
+    ):
         load_searcher(tmp_path)
     manifest_file.write_text(json.dumps({**manifest, "representation": "dense"}))
     with pytest.raises(ValueError, match=r"a 'dense' store is indexed by .* not 'inverted'"):
         load_searcher(tmp_path)
     manifest_file.write_text(json.dumps(manifest))
     assert load_searcher(tmp_path).num_docs == docs.shape[0]
-    (tmp_path / "entry_max.npy").unlink()
-    with pytest.raises(FileNotFoundError, match=r"entry_max\.npy: missing"):
+    (tmp_path / "dense_max.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"dense_max\.npy: missing"):
         load_searcher(tmp_path)
 
 
@@ -242,3 +276,23 @@ def test_bad_inputs_raise_clear_errors(data):
         index.search(queries, 3, mode="approx", alpha=1.5)
     with pytest.raises(ValueError, match="alpha only applies to mode='approx'"):
         index.search(queries, 3, alpha=0.5)
+
+
+def test_load_rejects_out_of_range_arrays_with_valid_checksums(data, tmp_path):
+    """The kernels do no bounds checks: load validates what the checksums cannot."""
+    from jaxir.index import base
+
+    docs, _ = data
+    InvertedIndex(docs).save(tmp_path)
+    manifest = json.loads((tmp_path / "searcher.json").read_text())
+    for name, damage in (("doc_terms", docs.shape[1]), ("sparse_block", 10**6)):
+        path = tmp_path / f"{name}.npy"
+        good = np.load(path)
+        bad = good.copy()
+        bad[-1] = damage
+        np.save(path, bad)
+        sums = {**manifest["sha256"], path.name: base.file_sha256(path)}
+        (tmp_path / "searcher.json").write_text(json.dumps({**manifest, "sha256": sums}))
+        with pytest.raises(ValueError, match=rf"{name}\.npy is inconsistent"):
+            load_searcher(tmp_path)
+        np.save(path, good)

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.jaxir-installed
 
-.PHONY: install quickstart test test-all lint
+.PHONY: install quickstart test test-all lint notebooks
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,9 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m '' tests jaxir
+
+# Executes every notebooks/*.ipynb top to bottom on CPU (fresh kernel each, 300 s per
+# cell); stops at the first failing cell, naming the notebook and the cell.
+# (the notebooks extra is part of the test extra the stamp installs)
+notebooks: $(STAMP)
+	JAX_PLATFORMS=cpu $(BIN)/python notebooks/execute.py --timeout 300

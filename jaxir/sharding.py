@@ -29,6 +29,7 @@ from typing import Any
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA = "data"
@@ -65,7 +66,10 @@ def make_mesh(
 
     Args:
       data, fsdp, tensor: axis sizes; their product must equal the device count.
-      devices: devices to use (default: all of ``jax.devices()``).
+      devices: devices to use, in this order (default: all of ``jax.devices()``, i.e. the
+        devices of every process of a multi-host job, ordered by
+        ``mesh_utils.create_device_mesh`` so that on TPU neighbouring mesh positions are
+        neighbouring chips).
 
     Raises:
       ValueError: if the sizes do not multiply to the number of devices.
@@ -75,6 +79,7 @@ def make_mesh(
       >>> mesh.axis_names
       ('data', 'fsdp', 'tensor')
     """
+    explicit = devices is not None
     devices = list(jax.devices() if devices is None else devices)
     sizes = [data, fsdp, tensor]
     if sizes.count(-1) > 1:
@@ -94,7 +99,10 @@ def make_mesh(
             f"Mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
             f"{len(devices)} are available; use -1 for one axis to infer it."
         )
-    grid = np.asarray(devices, dtype=object).reshape(sizes)
+    if explicit:
+        grid = np.asarray(devices, dtype=object).reshape(sizes)
+    else:  # all global devices (every process's): laid out along the physical topology on TPU
+        grid = mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
     return Mesh(grid, MESH_AXES)
 
 
@@ -163,10 +171,29 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def process_rows(mesh: Mesh, rows: int) -> np.ndarray:
+    """The rows of a global ``[rows, ...]`` batch that this process's devices hold.
+
+    Sorted and unique (devices that replicate a slice, e.g. along ``tensor``, share it),
+    which is the order ``jax.make_array_from_process_local_data`` expects the
+    process-local rows in. With one process: all rows.
+
+    Example:
+      >>> process_rows(make_mesh(data=-1), 16).tolist() == list(range(16))
+      True
+    """
+    indices = batch_sharding(mesh, 1).addressable_devices_indices_map((rows,)).values()
+    spans = sorted({(index[0].start or 0, index[0].stop or rows) for index in indices})
+    return np.concatenate([np.arange(start, stop) for start, stop in spans])
+
+
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
     """Puts every array of a host batch (pytree of ``[B, ...]`` arrays) on ``mesh``, split over the batch axes.
 
-    ``B`` must be divisible by ``data * fsdp``.
+    ``B`` must be divisible by ``data * fsdp``. In a multi-process job every process
+    passes the same global batch and contributes only its own rows
+    (:func:`process_rows`, ``jax.make_array_from_process_local_data``); the result is
+    one global array spanning all processes.
     """
     n = mesh.shape[DATA] * mesh.shape[FSDP]
 
@@ -177,6 +204,10 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
                 f"Batch dimension {x.shape[0]} is not divisible by data*fsdp={n}; "
                 "pad the batch or choose a batch size that is a multiple of it."
             )
-        return jax.device_put(x, batch_sharding(mesh, x.ndim))
+        target = batch_sharding(mesh, x.ndim)
+        if target.is_fully_addressable:
+            return jax.device_put(x, target)
+        local = x[process_rows(mesh, x.shape[0])]
+        return jax.make_array_from_process_local_data(target, local, x.shape)
 
     return jax.tree.map(put, batch)

@@ -25,7 +25,9 @@ SUBCOMMANDS = {
     "fuse": "fuse",
     "export": "export",
     "memory": "memory",
+    "compile": "compile",
     "serve": "serve",
+    "pod-test": "pod_test",
 }
 
 DESCRIPTION = """\

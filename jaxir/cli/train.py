@@ -9,6 +9,12 @@ crash or preemption the identical command continues where it stopped.
 Outputs in WORKDIR: metrics.jsonl, tensorboard/, checkpoints/, groups.jsonl (training
 groups with BM25 hard negatives), model/ (Hugging Face towers, each with jaxir_encoder.json).
 
+Multi-host: run the same command on every host (one process each). On a Cloud TPU VM
+pod or in a SLURM job the processes find each other by themselves; elsewhere give
+--coordinator HOST:PORT --num-processes N --process-id I (or $JAXIR_COORDINATOR,
+$JAXIR_NUM_PROCESSES, $JAXIR_PROCESS_ID). `jaxir pod-test` runs such a job on this
+machine with CPU processes and checks it against a single process.
+
 Example:
   jaxir train --config configs/dense_scifact.py --workdir runs/d1
   jaxir train --config configs/dense_tiny.py --workdir runs/t --set train.steps=50 --set model.pooling=cls
@@ -39,17 +45,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="another run's checkpoints/ directory to start from when WORKDIR has none",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    job = parser.add_argument_group("multi-process job (default: $JAXIR_* or auto-detected)")
+    job.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    job.add_argument("--num-processes", type=int, metavar="N", help="processes in the job")
+    job.add_argument("--process-id", type=int, metavar="I", help="this process, in [0, N)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Loads the config, applies overrides, trains, prints where the model is."""
+    """Joins the job (if any), loads the config, applies overrides, trains, prints where the model is."""
+    import jax
+
+    from jaxir import distributed
+
+    # First: importing the training code (bm25s, via jaxir.data) already starts the XLA backend.
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     from jaxir.config import load_config, override
     from jaxir.eval.evaluate import format_table
     from jaxir.training.loop import train
 
     config = override(load_config(args.config), args.set)
     result = train(config, args.workdir, resume=args.resume, progress=not args.no_progress)
-    if result.validation:
-        print(format_table({f"dev ({config.data.train_split} hold-out)": result.validation}))
-    print(f"Model: {result.model_dir}")
+    if jax.process_index() == 0:
+        if result.validation:
+            print(format_table({f"dev ({config.data.train_split} hold-out)": result.validation}))
+        print(f"Model: {result.model_dir}")
     return 0

@@ -15,11 +15,21 @@ batches, loss, validation and the saved model; this module only orchestrates):
    the optimizer (:func:`jaxir.optim.build`) seeing trainable parameters only;
    restored in the order workdir checkpoint > ``resume`` > ``init`` weights > scratch;
 4. steps: one jitted step (donated state); loss / grad-norm / the family's aux metrics /
-   examples-per-second to
+   the step's wall time (``step_s``) / examples-per-second to
    ``workdir/metrics.jsonl`` and TensorBoard events, a tqdm bar; validation (nDCG@10,
    R@100) and async Orbax checkpoints (params, optimizer, step, RNG, data position,
    config) every few steps; a non-finite loss stops the run naming the step;
 5. the family writes the trained model to ``workdir/model``.
+
+Multi-host (one process per host, joined by :func:`jaxir.distributed.initialize`): the
+mesh spans every process's devices; every process builds the same global batch from
+the seeded iterator and contributes its own rows
+(:func:`jaxir.sharding.shard_batch`), so the data position in a checkpoint does not
+depend on the number of processes and a checkpoint of an ``N``-process run resumes in an
+``M``-process one. Every process runs every jitted computation (steps, validation,
+the gather before the save); only process 0 writes ``config.json``, the metrics, the
+TensorBoard events, the progress bar and the model, and prepares the data caches
+before the others read them. Orbax writes checkpoints from all processes together.
 """
 
 from __future__ import annotations
@@ -32,12 +42,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxir import config as config_lib
 from jaxir import data as data_lib
-from jaxir import optim, sharding
+from jaxir import distributed, optim, sharding
 from jaxir.data.prepare import dev_rows, run_tokenizer, split_dev, training_groups
 from jaxir.training import step as step_lib
 from jaxir.training.checkpoint import Checkpointer
@@ -165,23 +176,28 @@ def _dev_set(family: Family, config, corpus, queries, dev_qrels, tokenizer) -> A
 
 
 class _Logger:
-    """metrics.jsonl + TensorBoard event files."""
+    """metrics.jsonl + TensorBoard event files; writes nothing unless ``active`` (process 0)."""
 
-    def __init__(self, workdir: pathlib.Path):
-        from tensorboardX import SummaryWriter
+    def __init__(self, workdir: pathlib.Path, *, active: bool = True):
+        self.active = active
+        if active:
+            from tensorboardX import SummaryWriter
 
-        self.file = (workdir / "metrics.jsonl").open("a")
-        self.tb = SummaryWriter(str(workdir / "tensorboard"))
+            self.file = (workdir / "metrics.jsonl").open("a")
+            self.tb = SummaryWriter(str(workdir / "tensorboard"))
 
     def write(self, step: int, values: dict[str, float]) -> None:
+        if not self.active:
+            return
         self.file.write(json.dumps({"step": step, **values}) + "\n")
         self.file.flush()
         for k, v in values.items():
             self.tb.add_scalar(k, v, step)
 
     def close(self) -> None:
-        self.file.close()
-        self.tb.close()
+        if self.active:
+            self.file.close()
+            self.tb.close()
 
 
 def config_train_step(config, family, graphdef, optimizer, shardings, mesh, example_batch):
@@ -225,24 +241,31 @@ def train(
       NonFiniteLossError: the loss became NaN/inf (message names step and checkpoint).
       TrainingGuardError: the family's ``check_metrics`` stopped a degenerate run.
       InitMismatchError: ``model.init`` weights that do not fit the model (names the keys).
+
+    In a multi-process job every process calls this with the same arguments (see the
+    module docstring); each returns the same result.
     """
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(json.dumps(config_lib.to_dict(config), indent=2) + "\n")
+    main = jax.process_index() == 0
     tc, mc, dc = config.train, config.model, config.data
     family = make_family(config.family, config)
 
-    beir = collection_dir(config, workdir)
-    corpus = data_lib.load_corpus(beir)
-    queries = data_lib.load_queries(beir)
-    qrels_file = beir / "qrels" / f"{dc.train_split}.tsv"
-    needs_qrels = dc.train_groups == "qrels" and not dc.groups
-    train_qrels = data_lib.load_qrels(qrels_file) if needs_qrels or qrels_file.exists() else {}
-    train_qrels, dev_qrels = split_dev(train_qrels, dc.validation_queries, tc.seed)
-    tokenizer = run_tokenizer(mc.init, mc.vocab, corpus, workdir)
-    groups = run_groups(
-        config, queries, corpus, train_qrels, tokenizer, cache=workdir / "groups.jsonl"
-    )
+    with distributed.main_first("jaxir.train: data caches"):
+        workdir.mkdir(parents=True, exist_ok=True)
+        if main:
+            config_json = json.dumps(config_lib.to_dict(config), indent=2) + "\n"
+            (workdir / "config.json").write_text(config_json)
+        beir = collection_dir(config, workdir)
+        corpus = data_lib.load_corpus(beir)
+        queries = data_lib.load_queries(beir)
+        qrels_file = beir / "qrels" / f"{dc.train_split}.tsv"
+        needs_qrels = dc.train_groups == "qrels" and not dc.groups
+        train_qrels = data_lib.load_qrels(qrels_file) if needs_qrels or qrels_file.exists() else {}
+        train_qrels, dev_qrels = split_dev(train_qrels, dc.validation_queries, tc.seed)
+        tokenizer = run_tokenizer(mc.init, mc.vocab, corpus, workdir)
+        groups = run_groups(
+            config, queries, corpus, train_qrels, tokenizer, cache=workdir / "groups.jsonl"
+        )
     data = family.training_data(groups, tokenizer)
     dev = _dev_set(family, config, corpus, queries, dev_qrels, tokenizer) if dev_qrels else None
 
@@ -259,7 +282,8 @@ def train(
     if restored is not None:
         state = restored.state
         iterator.set_state(restored.data_state)
-        print(f"Resumed from checkpoint step {restored.step}.")
+        if main:
+            print(f"Resumed from checkpoint step {restored.step}.")
     else:
         start_from = family.pretrained(nnx.merge(graphdef, state.params, state.frozen))
         if start_from is not None:
@@ -269,24 +293,30 @@ def train(
             )
             state = with_weights(state, shardings, weights, optimizer)
 
+    fetched = time.perf_counter()
     batch = sharding.shard_batch(next(iterator), mesh)
     train_step = config_train_step(config, family, graphdef, optimizer, shardings, mesh, batch)
     model_of = lambda s: nnx.merge(graphdef, s.params, s.frozen)  # noqa: E731
     check_metrics = getattr(family, "check_metrics", None)  # optional (training/family.py)
     config_dict = config_lib.to_dict(config)
-    logger = _Logger(workdir)
+    logger = _Logger(workdir, active=main)
     history: list[dict[str, float]] = []
     scores: dict[str, float] = {}
     start = int(state.step)
+    progress = progress and main
     bar = tqdm(total=tc.steps, initial=start, desc="train", unit="step", disable=not progress)
     tick, seen = time.perf_counter(), 0
     began, throughput = time.perf_counter(), "-"
     try:
         for step in range(start, tc.steps):
             if step > start:
+                fetched = time.perf_counter()
                 batch = sharding.shard_batch(next(iterator), mesh)
             state, metrics = train_step(state, batch)
             record = {k: float(v) for k, v in metrics.items()}
+            # Wall time of this step: batch assembly + the step (float() waits for it);
+            # the first one includes compilation.
+            record["step_s"] = time.perf_counter() - fetched
             loss, grad_norm = record["loss"], record["grad_norm"]
             seen += tc.batch_size
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -301,13 +331,15 @@ def train(
             if check_metrics is not None:
                 check_metrics(done, record)
             out_of_time = tc.max_seconds > 0 and time.perf_counter() - began > tc.max_seconds
+            if tc.max_seconds > 0:  # hosts' clocks differ: all stop at process 0's step
+                out_of_time = distributed.agree(out_of_time)
             last_step = done == tc.steps or out_of_time
             if done % tc.log_every == 0 or last_step:
                 elapsed = time.perf_counter() - tick
                 record["examples_per_s"] = seen / elapsed
                 tick, seen = time.perf_counter(), 0
             if dev is not None and (done % tc.eval_every == 0 or last_step):
-                if last_step:
+                if last_step and main:
                     bar.write(f"Final validation at step {done} ...")
                 scores = family.validate(model_of(state), dev, progress=progress and last_step)
                 record |= {f"dev/{k}": v for k, v in scores.items()}
@@ -330,7 +362,8 @@ def train(
                     metrics=scores if "dev/nDCG@10" in record else None,
                 )
             if out_of_time:
-                bar.write(f"Time budget of {tc.max_seconds:.0f}s reached after {done} steps.")
+                if main:
+                    bar.write(f"Time budget of {tc.max_seconds:.0f}s reached after {done} steps.")
                 break
     finally:
         bar.close()
@@ -338,14 +371,24 @@ def train(
         logger.close()
 
     model_dir = workdir / "model"
-    family.save(model_of(state), model_dir, tokenizer)
+    if jax.process_count() == 1:
+        family.save(model_of(state), model_dir, tokenizer)
+    else:  # gathered by every process (a collective), written by process 0
+        params, frozen = distributed.fetch((state.params, state.frozen))
+        if main:
+            family.save(nnx.merge(graphdef, params, frozen), model_dir, tokenizer)
     return TrainResult(workdir, model_dir, beir, int(state.step), scores, history)
+
+
+def metrics_by_step(workdir: str | pathlib.Path) -> dict[int, dict[str, float]]:
+    """``{step: metrics}`` from ``workdir/metrics.jsonl`` (the last record of a step wins after a resume)."""
+    out = {}
+    for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        out[record.pop("step")] = record
+    return out
 
 
 def losses_by_step(workdir: str | pathlib.Path) -> dict[int, float]:
     """``{step: loss}`` from ``workdir/metrics.jsonl`` (the last record of a step wins after a resume)."""
-    out = {}
-    for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        out[record["step"]] = record["loss"]
-    return out
+    return {step: record["loss"] for step, record in metrics_by_step(workdir).items()}

@@ -30,6 +30,8 @@ import json
 import pathlib
 import tempfile
 
+from jaxir.cli.config_flags import CONFIG_HELP, add_set_flag
+
 HELP = "compile the train step for a TPU topology here (libtpu): per-chip HBM, FLOPs, roofline"
 
 
@@ -54,7 +56,7 @@ def mesh_settings(text: str) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``jaxir compile``."""
-    parser.add_argument("--config", required=True, help="config file (path.py or path.py:arg)")
+    parser.add_argument("--config", required=True, help=CONFIG_HELP)
     parser.add_argument(
         "--topology", required=True, help="TPU slice as CHIP:SHAPE, e.g. v5e:2x4, v5p:4x4x4"
     )
@@ -67,13 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="AXIS=SIZE,...",
         help="mesh axis sizes, e.g. data=-1,fsdp=4 (default: the config's mesh.*)",
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set optim.kind=galore (repeatable)",
-    )
+    add_set_flag(parser, "optim.kind=galore")
     parser.add_argument(
         "--encode", action="store_true", help="also compile the passage encoder (indexing)"
     )

@@ -25,6 +25,8 @@ import pathlib
 import tempfile
 from typing import Any
 
+from jaxir.cli.config_flags import CONFIG_HELP, add_set_flag
+
 HELP = "bytes per device of params / gradients / optimizer state, and XLA's analysis of the step"
 
 
@@ -97,14 +99,8 @@ def format_report(report: MemoryReport, title: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``jaxir memory``."""
-    parser.add_argument("--config", required=True, help="config file (path.py or path.py:arg)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set optim.kind=galore (repeatable)",
-    )
+    parser.add_argument("--config", required=True, help=CONFIG_HELP)
+    add_set_flag(parser, "optim.kind=galore")
     parser.add_argument(
         "--workdir",
         type=pathlib.Path,

@@ -26,6 +26,8 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 
+from jaxir.cli.config_flags import CONFIG_HELP, add_set_flag
+
 HELP = "run multi-host training as local CPU processes and compare it with one process"
 
 
@@ -35,17 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--devices-per-process", type=int, default=4, help="fake CPU devices of each process"
     )
-    parser.add_argument(
-        "--config", default="configs/dense_tiny.py", help="config file (path.py or path.py:arg)"
-    )
+    parser.add_argument("--config", default="configs/dense_tiny.py", help=CONFIG_HELP)
     parser.add_argument("--steps", type=int, help="training steps (default: the config's)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field in both runs (repeatable)",
-    )
+    add_set_flag(parser)
     parser.add_argument(
         "--workdir",
         type=pathlib.Path,

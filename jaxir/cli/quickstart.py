@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import pathlib
 
+from jaxir.cli.config_flags import add_set_flag
+
 HELP = "train, index, evaluate and export a dense retriever in one go (embedded data by default)"
 
 
@@ -33,13 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", help="config file to start from (default: the built-in quickstart settings)"
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set train.steps=100 (repeatable)",
-    )
+    add_set_flag(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

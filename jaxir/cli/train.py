@@ -25,20 +25,16 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-HELP = "train a dense dual encoder (resumes from WORKDIR if it has checkpoints)"
+from jaxir.cli.config_flags import CONFIG_HELP, add_set_flag
+
+HELP = "train a retriever, dense or SPLADE (resumes from WORKDIR if it has checkpoints)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``jaxir train``."""
-    parser.add_argument("--config", required=True, help="config file (path.py or path.py:arg)")
+    parser.add_argument("--config", required=True, help=CONFIG_HELP)
     parser.add_argument("--workdir", required=True, type=pathlib.Path, help="output directory")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set train.steps=100 (repeatable)",
-    )
+    add_set_flag(parser)
     parser.add_argument(
         "--resume",
         type=pathlib.Path,

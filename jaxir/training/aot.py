@@ -356,7 +356,7 @@ def run_state(
     from jaxir.data.prepare import run_tokenizer
     from jaxir.training import loop
     from jaxir.training.family import make_family
-    from jaxir.training.state import PRNG_IMPL, TrainState, abstract_params
+    from jaxir.training.state import abstract_params, state_init
 
     tc, mc = config.train, config.model
     family = make_family(config.family, config)
@@ -368,17 +368,7 @@ def run_state(
     make_model = lambda: family.init_model(vocab_size=len(tokenizer), rngs=nnx.Rngs(tc.seed))  # noqa: E731
     optimizer = optim.build(loop.optimizer_spec(config), abstract_params(make_model))
 
-    def init() -> TrainState:  # create_state's init, only ever traced here
-        _, params, frozen = nnx.split(make_model(), nnx.Param, ...)
-        return TrainState(
-            params=params,
-            frozen=frozen,
-            opt_state=optimizer.init(params),
-            step=jnp.zeros((), jnp.int32),
-            key=jax.random.key_data(jax.random.key(tc.seed, impl=PRNG_IMPL)),
-        )
-
-    abstract = jax.eval_shape(init)
+    abstract = jax.eval_shape(state_init(make_model, optimizer, seed=tc.seed))
     graphdef = nnx.split(nnx.eval_shape(make_model), nnx.Param, ...)[0]
     return RunState(
         config=config,

@@ -80,6 +80,26 @@ def with_weights(
     return TrainState(params, frozen, opt_state, state.step, state.key)
 
 
+def state_init(
+    make_model: Callable[[], nnx.Module], optimizer: optax.GradientTransformation, *, seed: int
+) -> Callable[[], TrainState]:
+    """The function that builds a fresh :class:`TrainState` (model, optimizer state, step 0,
+    RNG key from ``seed``): jitted with ``out_shardings`` by :func:`create_state`, traced
+    by ``jax.eval_shape`` for abstract state (:mod:`jaxir.training.aot`)."""
+
+    def init() -> TrainState:
+        _, params, frozen = nnx.split(make_model(), nnx.Param, ...)
+        return TrainState(
+            params=params,
+            frozen=frozen,
+            opt_state=optimizer.init(params),
+            step=jnp.zeros((), jnp.int32),
+            key=jax.random.key_data(jax.random.key(seed, impl=PRNG_IMPL)),
+        )
+
+    return init
+
+
 def create_state(
     make_model: Callable[[], nnx.Module],
     optimizer: optax.GradientTransformation,
@@ -99,16 +119,7 @@ def create_state(
       state.params, state.frozen)`` is the model.
     """
 
-    def init() -> TrainState:
-        _, params, frozen = nnx.split(make_model(), nnx.Param, ...)
-        return TrainState(
-            params=params,
-            frozen=frozen,
-            opt_state=optimizer.init(params),
-            step=jnp.zeros((), jnp.int32),
-            key=jax.random.key_data(jax.random.key(seed, impl=PRNG_IMPL)),
-        )
-
+    init = state_init(make_model, optimizer, seed=seed)
     graphdef, _, _ = nnx.split(nnx.eval_shape(make_model), nnx.Param, ...)
     abstract = jax.eval_shape(init)
     shardings = sharding.param_shardings(abstract, mesh)

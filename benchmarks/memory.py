@@ -171,20 +171,9 @@ class Batch:
 
     def arrays(self, seed: int = 0) -> dict[str, Any]:
         """jaxir's batch layout (:mod:`jaxir.data.pipeline`); ids in [1000, 30522)."""
-        import numpy as np
-
-        rng = np.random.default_rng(seed)
-        q, g = self.queries, self.group
-        q_ids = rng.integers(1000, VOCAB, (q, self.query_len), dtype=np.int32)
-        p_ids = rng.integers(1000, VOCAB, (q, g, self.passage_len), dtype=np.int32)
-        return {
-            "query_ids": q_ids,
-            "query_mask": np.ones_like(q_ids),
-            "passage_ids": p_ids,
-            "passage_mask": np.ones_like(p_ids),
-            "passage_key": np.arange(q * g, dtype=np.int32).reshape(q, g),
-            "query_key": np.arange(q, dtype=np.int32),
-        }
+        return protocol.random_dual_encoder_batch(
+            seed, self.queries, self.group, self.query_len, self.passage_len, VOCAB
+        )
 
     def model_flops(self, shape: str) -> float:
         """Matmul FLOPs of one training step (3x the forward of queries and passages)."""

@@ -251,6 +251,30 @@ def bert_gemm_shapes(tokens: int, hidden: int, intermediate: int) -> list[Shape]
     ]
 
 
+def random_dual_encoder_batch(
+    seed: int, queries: int, group: int, query_len: int, passage_len: int, vocab: int = 30522
+) -> dict[str, Any]:
+    """A jaxir training batch (:mod:`jaxir.data.pipeline`'s layout) of random token ids.
+
+    ``queries`` queries of ``query_len`` tokens, each with ``group`` passages of
+    ``passage_len`` tokens; ids drawn from ``[1000, vocab)`` (no special or padding
+    tokens, so no padding).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    q_ids = rng.integers(1000, vocab, (queries, query_len), dtype=np.int32)
+    p_ids = rng.integers(1000, vocab, (queries, group, passage_len), dtype=np.int32)
+    return {
+        "query_ids": q_ids,
+        "query_mask": np.ones_like(q_ids),
+        "passage_ids": p_ids,
+        "passage_mask": np.ones_like(p_ids),
+        "passage_key": np.arange(queries * group, dtype=np.int32).reshape(queries, group),
+        "query_key": np.arange(queries, dtype=np.int32),
+    }
+
+
 def bert_forward_flops(
     lengths: Sequence[int], *, hidden: int, layers: int, intermediate: int, rows: int = 1
 ) -> float:

@@ -133,17 +133,7 @@ def write_checkpoint(path: pathlib.Path, seed: int) -> None:
 
 def make_batch(group: int, seed: int) -> dict[str, np.ndarray]:
     """jaxir batch layout; token ids drawn from [1000, 30522) (no special/pad tokens)."""
-    rng = np.random.default_rng(seed)
-    q_ids = rng.integers(1000, 30522, (QUERIES, QUERY_LEN), dtype=np.int32)
-    p_ids = rng.integers(1000, 30522, (QUERIES, group, PASSAGE_LEN), dtype=np.int32)
-    return {
-        "query_ids": q_ids,
-        "query_mask": np.ones_like(q_ids),
-        "passage_ids": p_ids,
-        "passage_mask": np.ones_like(p_ids),
-        "passage_key": np.arange(QUERIES * group, dtype=np.int32).reshape(QUERIES, group),
-        "query_key": np.arange(QUERIES, dtype=np.int32),
-    }
+    return protocol.random_dual_encoder_batch(seed, QUERIES, group, QUERY_LEN, PASSAGE_LEN)
 
 
 def torch_features(batch: dict[str, np.ndarray]) -> list[dict[str, torch.Tensor]]:

@@ -56,21 +56,20 @@ import optax
 from flax import nnx
 from optax.contrib import GaLoreDimensionNumbers
 
-from jaxir.optim.build import DECAY_LABELS, OptimizerSpec, register_optimizer
+from jaxir.optim.build import OptimizerSpec, register_optimizer
 from jaxir.optim.galore import (
     DimensionNumbers,
     LeafPlan,
     _check_positive,
     _resolve_dims,
+    adam_options,
     bias_correction,
-    dimension_numbers_from_labels,
     flatten,
     like,
     limit_growth,
     make_plans,
     value_of,
 )
-from jaxir.optim.labels import mask_for
 
 SCALE_TYPES = ("channel", "tensor")
 
@@ -247,12 +246,7 @@ def _factory(mini: bool):
             scale=spec.option("scale"),
             scale_type="tensor" if mini else spec.option("scale_type"),
             seed=spec.option("seed", 0),
-            weight_decay=spec.weight_decay,
-            mask=mask_for(labels, DECAY_LABELS),
-            dimension_numbers=dimension_numbers_from_labels(labels),
-            b1=spec.b1,
-            b2=spec.b2,
-            eps=spec.eps,
+            **adam_options(spec, labels),
         )
 
     factory.__qualname__ = "apollo_mini" if mini else "apollo"

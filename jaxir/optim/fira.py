@@ -44,14 +44,13 @@ from typing import Any
 import optax
 from flax import nnx
 
-from jaxir.optim.build import DECAY_LABELS, OptimizerSpec, register_optimizer
+from jaxir.optim.build import OptimizerSpec, register_optimizer
 from jaxir.optim.galore import (
     DimensionNumbers,
-    dimension_numbers_from_labels,
+    adam_options,
     low_rank_options,
     scale_by_low_rank_adam,
 )
-from jaxir.optim.labels import mask_for
 
 #: Fira's default ``scale`` (the reference implementation's alpha).
 DEFAULT_SCALE = 1.0
@@ -113,12 +112,7 @@ def _fira_factory(spec: OptimizerSpec, schedule: optax.Schedule, labels: nnx.Sta
     return fira(
         schedule,
         **low_rank_options(spec, DEFAULT_SCALE),
-        weight_decay=spec.weight_decay,
-        mask=mask_for(labels, DECAY_LABELS),
-        dimension_numbers=dimension_numbers_from_labels(labels),
-        b1=spec.b1,
-        b2=spec.b2,
-        eps=spec.eps,
+        **adam_options(spec, labels),
     )
 
 

@@ -666,16 +666,25 @@ def low_rank_options(spec: OptimizerSpec, default_scale: float | None) -> dict[s
     return options
 
 
-def _galore_factory(spec: OptimizerSpec, schedule: optax.Schedule, labels: nnx.State):
-    return galore(
-        schedule,
-        **low_rank_options(spec, 0.25),
+def adam_options(spec: OptimizerSpec, labels: nnx.State) -> dict[str, Any]:
+    """What every low-rank Adam (GaLore, Fira, APOLLO) takes from the spec and the labels:
+    decoupled decay and its mask, the projected kernels' dimension numbers, Adam's betas
+    and epsilon."""
+    return dict(
         weight_decay=spec.weight_decay,
         mask=mask_for(labels, DECAY_LABELS),
         dimension_numbers=dimension_numbers_from_labels(labels),
         b1=spec.b1,
         b2=spec.b2,
         eps=spec.eps,
+    )
+
+
+def _galore_factory(spec: OptimizerSpec, schedule: optax.Schedule, labels: nnx.State):
+    return galore(
+        schedule,
+        **low_rank_options(spec, 0.25),
+        **adam_options(spec, labels),
     )
 
 

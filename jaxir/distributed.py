@@ -12,7 +12,10 @@ the CLI need for that:
   it is a no-op for a single process;
 * :func:`main_first` lets process 0 write shared files (data caches) before the others
   read them; :func:`agree` makes every process take process 0's decision (time budgets);
-  :func:`fetch` copies global arrays to every host (for saving a model);
+  :func:`fetch` copies global arrays to every host (for saving a model); :func:`barrier`
+  waits for every process (before process 0 writes a store's manifest) and
+  :func:`gather` stacks each process's host arrays on every host (per-host top-k
+  results, merged by :mod:`jaxir.index.distributed_exact`);
 * :class:`LocalJob` launches ``N`` processes of one command on this machine, joined on
   loopback with CPU (gloo) collectives and ``K`` fake CPU devices each: a CPU "pod" that
   runs the real multi-host code path in tests (``jaxir pod-test``). A process that dies
@@ -186,6 +189,39 @@ def fetch(tree: Any) -> Any:
     from jax.experimental import multihost_utils
 
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def barrier(name: str) -> None:
+    """Waits until every process of the job reached the barrier ``name`` (no-op for one).
+
+    For files one process writes after all the others wrote theirs (a store's manifest
+    after every process wrote its shards). Every process must call it, with the same
+    names in the same order.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+def gather(tree: Any) -> Any:
+    """Every process's host value of each leaf of ``tree``, stacked: ``[processes, ...]``.
+
+    Each process passes its own NumPy (or host-local) arrays, of the same shapes and
+    dtypes on every process; every process gets them all back, process ``i``'s at index
+    ``i`` of the new leading axis. A collective: all processes must call it. With one
+    process it just adds the axis.
+
+    Example:
+      >>> gather({"scores": np.zeros((2, 3), np.float32)})["scores"].shape
+      (1, 2, 3)
+    """
+    if jax.process_count() == 1:
+        return jax.tree.map(lambda x: np.asarray(x)[None], tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=False)
 
 
 # --- launching a job on this machine ---------------------------------------------------

@@ -34,6 +34,34 @@ with ``"complete": false``, and running again with ``resume=True`` keeps its sha
 text is ``title + " " + text`` (the BEIR / sentence-transformers convention,
 :attr:`jaxir.data.records.Document.full_text`).
 
+**Several processes** (a multi-host job, :mod:`jaxir.distributed`). When
+``jax.process_count() == P > 1``, every process calls :func:`encode_corpus` with the same
+arguments and documents, writing into one directory they all see (a shared file system:
+NFS, Filestore, GCS FUSE). Shard ``i`` (the ``i``-th run of ``shard_size`` documents
+after any kept from an earlier run, exactly the shards one process would write) is
+encoded by process ``i % P`` alone, so shard names never collide and each process writes
+only its own ``vectors-i.npy`` / ``ids-i.txt``. Every process still reads the whole
+input (ids and texts; it tokenizes only its own shards), so the duplicate-id check stays
+global and every process raises the same error, before any barrier. After a barrier,
+process 0 writes the one manifest listing every shard in input order, so the store *is*
+the single-process store (same files, same manifest; vectors equal up to float
+rounding) and :func:`load_embeddings`, ``jaxir index`` and search read it unchanged.
+While the job runs, the manifest lists only the shards kept from an earlier run; a
+shard written since is complete exactly when its id file exists (written, atomically,
+after its vectors), so a killed job run again with several processes keeps every shard
+whose files exist and whose ids match the input (a single-process rerun re-encodes the
+ones the manifest does not list). The encoder's mesh, if any, must hold this process's
+devices only (``sharding.make_mesh(data=-1, devices=jax.local_devices())``): the
+processes encode different texts and never wait for each other until the end.
+
+Why ``.npy`` shards and not one tensorstore/zarr matrix: this keeps *one* store format
+for one and many processes, whose shard files are both the unit of work and of
+resumption, and keeps memory-mapped reads and every reader unchanged. A zarr array
+needs its row count before it is written (the input is a stream of unknown length) and
+a resize shared by several writers is not atomic; rows of one zarr chunk written by two
+processes would collide unless chunks align with the split, and a chunk written when
+the job died is not marked complete anywhere.
+
 Ids are unique per *document*: :func:`encode_corpus` rejects two documents with one id
 (:class:`~jaxir.data.passages.DuplicateIdError`, naming both positions). Rows of a MaxP
 index (:meth:`TextEncoder.passages`, :class:`~jaxir.data.passages.Passage` rows) share
@@ -70,7 +98,7 @@ import itertools
 import math
 import os
 import pathlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -80,7 +108,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxir import sharding, store_files
+from jaxir import distributed, sharding, store_files
 from jaxir.data.errors import DataError
 from jaxir.data.passages import Passage, split_passages
 from jaxir.data.records import Document
@@ -598,21 +626,30 @@ def encode_corpus(
 
     Returns the finished store (as :func:`load_embeddings` reads it, memory-mapped).
 
+    In a multi-process job every process calls this with the same arguments; each
+    encodes and writes only its own shards (see "Several processes" in the module
+    docstring) and all of them return the whole store.
+
     Raises:
       DuplicateIdError: two documents have the same id (a ``ValueError`` naming their
         positions ``#i`` and ``#j`` in ``documents``); the shards before it are kept.
+      ValueError: in a multi-process job, the encoder's mesh spans other processes'
+        devices.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
+    processes = jax.process_count()
+    if processes > 1:
+        _check_local_mesh(encoder)
     root = pathlib.Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     stream = store_files.document_rows(documents)
     shards: list[dict[str, Any]] = []
     count = 0
-    if resume and (root / MANIFEST).is_file():
+    # Read-only checks run on every process, so a refusal is raised by all of them.
+    resuming = resume and (root / MANIFEST).is_file()
+    if resuming:
         shards, count = _resume_point(root, encoder, stream)
-    else:
-        store_files.clear_store(root, ("vectors-*.npy",))
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -624,17 +661,92 @@ def encode_corpus(
         "shards": shards,
         "encoder": encoder.settings,
     }
-    store_files.write_manifest(root, manifest)
+    with distributed.main_first("jaxir.encode_corpus: store prepared"):
+        if jax.process_index() == 0:
+            if not resuming:
+                store_files.clear_store(root, ("vectors-*.npy",))
+            store_files.write_manifest(root, manifest)
+    # A process's bar counts its own documents: only process 0 shows one.
+    shown = progress and jax.process_index() == 0
+    bar_total, initial = (total, count) if processes == 1 else (None, 0)
     # Closed (with) before an error propagates, so it is not printed on the bar's line.
-    with tqdm(total=total, initial=count, unit="doc", disable=not progress, smoothing=0.1) as bar:
+    with tqdm(
+        total=bar_total, initial=initial, unit="doc", disable=not shown, smoothing=0.1
+    ) as bar:
 
         def write_shard(index: int, texts: list[str]) -> dict[str, Any]:
             vectors = encoder._encode(texts, batch_size, None, on_batch=bar.update)
-            name = f"vectors-{index:05d}.npy"
+            name = _vectors_file(index)
             store_files.atomic_write(root / name, lambda f: np.save(f, vectors))
             return {"vectors": name}
 
-        store_files.append_shards(
-            root, manifest, stream, shard_size=shard_size, write_shard=write_shard
-        )
+        if processes == 1:
+            store_files.append_shards(
+                root, manifest, stream, shard_size=shard_size, write_shard=write_shard
+            )
+        else:
+            _append_own_shards(root, manifest, stream, shard_size, write_shard)
     return load_embeddings(root)
+
+
+def _vectors_file(index: int) -> str:
+    return f"vectors-{index:05d}.npy"
+
+
+def _ids_file(index: int) -> str:
+    return f"ids-{index:05d}.txt"  # the name store_files.append_shards gives
+
+
+def _check_local_mesh(encoder: TextEncoder) -> None:
+    """Raises ``ValueError`` if the encoder's mesh holds devices of other processes."""
+    mesh = encoder.mesh
+    if mesh is not None and any(d.process_index != jax.process_index() for d in mesh.devices.flat):
+        raise ValueError(
+            "encode_corpus: in a multi-process job each process encodes its own shards, so "
+            "the encoder's mesh must hold this process's devices only; build the encoder "
+            "with mesh=jaxir.sharding.make_mesh(data=-1, devices=jax.local_devices())."
+        )
+
+
+def _written(root: pathlib.Path, index: int, ids: list[str], dim: int) -> bool:
+    """Whether shard ``index`` was completely written by an earlier run for these ``ids``."""
+    try:
+        if store_files.read_ids(root / _ids_file(index)) != ids:
+            return False
+        vectors = np.load(root / _vectors_file(index), mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):  # missing (FileNotFoundError) or truncated
+        return False
+    return vectors.shape == (len(ids), dim) and vectors.dtype == np.float32
+
+
+def _append_own_shards(
+    root: pathlib.Path,
+    manifest: dict[str, Any],
+    stream: Iterator[tuple[str, str]],
+    shard_size: int,
+    write_shard: Callable[[int, list[str]], dict[str, Any]],
+) -> None:
+    """The multi-process :func:`jaxir.store_files.append_shards`: this process writes shards
+    ``i`` with ``i % P == process_index`` (unless an earlier run wrote them), then process
+    0 writes the manifest listing every shard (see the module docstring)."""
+    processes, me = jax.process_count(), jax.process_index()
+    while chunk := list(itertools.islice(stream, shard_size)):
+        index = len(manifest["shards"])
+        ids = [doc_id for doc_id, _ in chunk]
+        if index % processes == me and not _written(root, index, ids, manifest["dim"]):
+            write_shard(index, [text for _, text in chunk])
+            store_files.write_ids(root / _ids_file(index), ids)  # last: marks it complete
+        entry = {"vectors": _vectors_file(index), "ids": _ids_file(index), "count": len(chunk)}
+        manifest["shards"].append(entry)
+        manifest["count"] += len(chunk)
+    if manifest["count"] == 0:
+        raise ValueError("documents is empty; there is nothing to encode.")
+    distributed.barrier("jaxir.encode_corpus: shards written")
+    manifest["complete"] = True
+    with distributed.main_first("jaxir.encode_corpus: manifest written"):
+        if me == 0:
+            store_files.write_manifest(root, manifest)
+            listed = {shard[field] for shard in manifest["shards"] for field in ("vectors", "ids")}
+            for stale in (*root.glob("vectors-*.npy"), *root.glob("ids-*.txt")):
+                if stale.name not in listed:  # from an earlier, longer input
+                    stale.unlink()

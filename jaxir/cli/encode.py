@@ -21,6 +21,14 @@ CSR shards indptr/indices/values-*.npy + ids-*.txt + terms.txt; read it with
 jaxir.sparse_store.load_sparse_store); its pooling, lengths and prefixes come from the
 model, so --pooling / --normalize / --prefix do not apply.
 
+Multi-host: run the same command on every host (one process each, --out on a file
+system they share), with the job flags of `jaxir train` (--coordinator HOST:PORT
+--num-processes N --process-id I, or $JAXIR_*; found by themselves on a Cloud TPU VM
+pod or in a SLURM job). Process i % N encodes shard i (choose --shard-size so that
+there are several shards per process) and process 0 writes the manifest: the store is
+the one a single process writes, and a killed job resumes when run again. Dense
+encoders only.
+
 Pooling, normalization, maximum length and prefix default to the tower's serving
 contract (jaxir_encoder.json: the passage role for a corpus, the query role for
 queries), else to a sentence-transformers directory's settings, else to mean pooling,
@@ -41,6 +49,8 @@ import argparse
 import json
 import pathlib
 import time
+
+from jaxir.cli.job_flags import add_job_flags
 
 HELP = "embed a corpus or queries into a sharded .npy embedding store"
 
@@ -134,6 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="float32",
         help="compute dtype (vectors are always stored float32; default: %(default)s)",
     )
+    add_job_flags(parser)
 
 
 def _records(data: pathlib.Path, what: str):
@@ -264,9 +275,13 @@ def _run_sparse(args: argparse.Namespace, model: pathlib.Path, role: str) -> int
 
 
 def run(args: argparse.Namespace) -> int:
-    """Encodes ``args.data`` into ``args.out`` and prints a summary."""
+    """Joins the job (if any), encodes ``args.data`` into ``args.out`` and prints a summary."""
     import jax
 
+    from jaxir import distributed
+
+    # First: importing the data readers (bm25s, via jaxir.data) starts the XLA backend.
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     from jaxir import sharding
     from jaxir.encode import encode_corpus, load_encoder
     from jaxir.models.dual_encoder import is_dual_encoder_dir, tower_dir
@@ -275,9 +290,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--split-documents applies to --what corpus only (queries are not split)")
     role = "passage" if args.what == "corpus" else "query"
     if _splade_model(args.model) is not None:
+        if jax.process_count() > 1:
+            raise ValueError(
+                f"--model {args.model} is a SPLADE model: a multi-process job encodes dense "
+                "stores only; run this encode as one process (--num-processes 1)"
+            )
         return _run_sparse(args, _splade_model(args.model), role)
     model = tower_dir(args.model, role) if is_dual_encoder_dir(args.model) else args.model
-    mesh = sharding.make_mesh(data=-1) if jax.device_count() > 1 else None
+    # This process's devices only: in a job each process encodes its own shards.
+    local = jax.local_devices()
+    mesh = sharding.make_mesh(data=-1, devices=local) if len(local) > 1 else None
     encoder = load_encoder(
         model,
         role=role,
@@ -306,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     store, seconds = _encode_records(write, args, records, total, file)
-    print(
-        _summary(args, len(store), kept, seconds, f"dim {store.dim}, {len(store.shards)} shard(s)")
-    )
+    if jax.process_index() == 0:
+        shape = f"dim {store.dim}, {len(store.shards)} shard(s)"
+        print(_summary(args, len(store), kept, seconds, shape))
     return 0

@@ -26,6 +26,7 @@ import argparse
 import pathlib
 
 from jaxir.cli.config_flags import CONFIG_HELP, add_set_flag
+from jaxir.cli.job_flags import add_job_flags
 
 HELP = "train a retriever, dense or SPLADE (resumes from WORKDIR if it has checkpoints)"
 
@@ -41,10 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="another run's checkpoints/ directory to start from when WORKDIR has none",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    job = parser.add_argument_group("multi-process job (default: $JAXIR_* or auto-detected)")
-    job.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
-    job.add_argument("--num-processes", type=int, metavar="N", help="processes in the job")
-    job.add_argument("--process-id", type=int, metavar="I", help="this process, in [0, N)")
+    add_job_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:

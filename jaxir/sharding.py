@@ -61,25 +61,30 @@ def make_mesh(
     tensor: int = 1,
     *,
     devices: Sequence[jax.Device] | None = None,
+    physical_layout: bool | None = None,
 ) -> Mesh:
     """Builds a ``(data, fsdp, tensor)`` mesh; one size may be ``-1`` (inferred).
 
     Args:
       data, fsdp, tensor: axis sizes; their product must equal the device count.
-      devices: devices to use, in this order (default: all of ``jax.devices()``, i.e. the
-        devices of every process of a multi-host job, ordered by
-        ``mesh_utils.create_device_mesh`` so that on TPU neighbouring mesh positions are
-        neighbouring chips).
+      devices: devices to use (default: all of ``jax.devices()``, i.e. the devices of
+        every process of a multi-host job).
+      physical_layout: lay the devices out along the physical topology
+        (:func:`device_grid`: neighbouring mesh positions are neighbouring chips; with
+        several slices the ``data`` axis spans them). Default: on for ``jax.devices()``,
+        off for explicit ``devices``, which are then used in the order given.
 
     Raises:
-      ValueError: if the sizes do not multiply to the number of devices.
+      ValueError: if the sizes do not multiply to the number of devices, or ``data`` is
+        not a multiple of the slice count.
 
     Example:
       >>> mesh = make_mesh(data=1, fsdp=1, tensor=1, devices=jax.devices()[:1])
       >>> mesh.axis_names
       ('data', 'fsdp', 'tensor')
     """
-    explicit = devices is not None
+    if physical_layout is None:
+        physical_layout = devices is None
     devices = list(jax.devices() if devices is None else devices)
     sizes = [data, fsdp, tensor]
     if sizes.count(-1) > 1:
@@ -99,11 +104,53 @@ def make_mesh(
             f"Mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
             f"{len(devices)} are available; use -1 for one axis to infer it."
         )
-    if explicit:
+    if physical_layout:
+        grid = device_grid(sizes, devices)
+    else:
         grid = np.asarray(devices, dtype=object).reshape(sizes)
-    else:  # all global devices (every process's): laid out along the physical topology on TPU
-        grid = mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
     return Mesh(grid, MESH_AXES)
+
+
+def slice_count(devices: Sequence[Any]) -> int:
+    """Number of distinct slices (``device.slice_index``; 1 for CPU/GPU devices)."""
+    return len({getattr(d, "slice_index", 0) for d in devices})
+
+
+def device_grid(sizes: Sequence[int], devices: Sequence[Any]) -> np.ndarray:
+    """``devices`` as a ``(data, fsdp, tensor)``-shaped grid along the physical topology.
+
+    One slice: :func:`jax.experimental.mesh_utils.create_device_mesh` (neighbouring
+    positions are neighbouring chips of the torus; the given order where it has no
+    layout for the shape, e.g. CPU devices). Several slices (a multi-slice TPU job, its
+    slices joined by the data-center network): the ``data`` axis spans the slices --
+    only gradient all-reduces cross DCN -- and ``data / slices`` of it, ``fsdp`` and
+    ``tensor`` stay inside a slice (ICI), by ``create_hybrid_device_mesh``.
+
+    Raises:
+      ValueError: ``data`` is not a multiple of the slice count (the message says which
+        sizes to change).
+
+    Example:
+      >>> device_grid([2, 1, 1], jax.devices()[:2]).shape
+      (2, 1, 1)
+    """
+    slices = slice_count(devices)
+    if slices > 1:
+        data, *inner = sizes
+        if data % slices:
+            raise ValueError(
+                f"mesh data={data} must be a multiple of the {slices} slices of the devices: "
+                "the data axis spans the slices (DCN). Lower fsdp/tensor or use fewer slices."
+            )
+        return mesh_utils.create_hybrid_device_mesh(
+            (data // slices, *inner), (slices, 1, 1), devices, allow_split_physical_axes=True
+        )
+    try:
+        return mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
+    except (ValueError, NotImplementedError, AssertionError):
+        # No torus-aware layout for this shape: the given order (collectives may cross
+        # more links; bytes and FLOPs per device are the same).
+        return np.asarray(devices, dtype=object).reshape(sizes)
 
 
 def logical_to_spec(logical: Sequence[str | None], rules=LOGICAL_RULES) -> PartitionSpec:

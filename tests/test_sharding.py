@@ -76,3 +76,12 @@ def test_make_mesh_errors_are_explicit():
         sharding.make_mesh(-1, -1, 1)
     with pytest.raises(ValueError, match="not divisible"):
         sharding.shard_batch(jnp.ones((6, 2)), sharding.make_mesh(8, 1, 1))
+
+
+def test_explicit_devices_keep_their_order_unless_a_physical_layout_is_asked_for():
+    devices = jax.devices()[::-1]
+    mesh = sharding.make_mesh(data=2, fsdp=4, devices=devices)
+    assert list(mesh.devices.reshape(-1)) == devices
+    laid_out = sharding.make_mesh(data=2, fsdp=4, devices=devices, physical_layout=True)
+    assert sorted(d.id for d in laid_out.devices.reshape(-1)) == sorted(d.id for d in devices)
+    assert sharding.slice_count(jax.devices()) == 1  # CPU devices have no slices

@@ -230,50 +230,24 @@ def topology_devices(topology: Topology) -> list[jax.Device]:
 def topology_mesh(topology: Topology, devices: Sequence[Any], mesh_sizes: Sequence[int]) -> Mesh:
     """The run's ``(data, fsdp, tensor)`` mesh over ``topology``'s devices.
 
-    ``mesh_sizes`` are the config's ``mesh.data/fsdp/tensor`` (one may be ``-1``).
-    Devices are ordered along the physical torus
-    (:func:`jax.experimental.mesh_utils.create_device_mesh`, where it has a layout for
-    the shape) so neighbouring mesh positions are neighbouring chips; with several slices the
-    ``data`` axis spans the slices (DCN) and ``data / slices`` of it, ``fsdp`` and
-    ``tensor`` stay inside a slice (ICI).
+    ``mesh_sizes`` are the config's ``mesh.data/fsdp/tensor`` (one may be ``-1``). The
+    layout is the one a training job on that topology gets
+    (:func:`jaxir.sharding.device_grid`): along the physical torus, and with several
+    slices the ``data`` axis spans the slices (DCN) while ``data / slices`` of it,
+    ``fsdp`` and ``tensor`` stay inside a slice (ICI).
 
     Raises:
       AotError: the sizes do not multiply to the chip count, or ``data`` is not a
         multiple of the slice count; the message names the flag to change.
     """
-    from jax.experimental import mesh_utils
-
     try:
-        flat = sharding.make_mesh(*mesh_sizes, devices=devices)
+        return sharding.make_mesh(*mesh_sizes, devices=devices, physical_layout=True)
     except ValueError as e:
         raise AotError(
             f"--mesh / mesh.* {dict(zip(sharding.MESH_AXES, mesh_sizes))} does not fit "
             f"{topology} ({topology.chips} chips): {e} Choose sizes whose product is "
             f"{topology.chips}, e.g. --mesh data=-1,fsdp={_divisor(topology.chips)}."
         ) from e
-    shape = tuple(flat.shape[a] for a in sharding.MESH_AXES)
-    if topology.slices > 1:
-        data = shape[0]
-        if data % topology.slices:
-            raise AotError(
-                f"mesh data={data} must be a multiple of the {topology.slices} slices of "
-                f"{topology}: the data axis spans the slices (DCN). Lower fsdp/tensor or "
-                "use fewer slices."
-            )
-        grid = mesh_utils.create_hybrid_device_mesh(
-            (data // topology.slices, *shape[1:]),
-            (topology.slices, 1, 1),
-            devices,
-            allow_split_physical_axes=True,
-        )
-    else:
-        try:
-            grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
-        except (ValueError, NotImplementedError, AssertionError):
-            # No torus-aware layout for this shape: the topology's order (collectives may
-            # cross more links; bytes and FLOPs per chip are the same).
-            grid = np.asarray(devices)
-    return sharding.make_mesh(*shape, devices=list(np.asarray(grid).reshape(-1)))
 
 
 def _divisor(n: int) -> int:

@@ -10,7 +10,11 @@ axes (the same vocabulary as MaxText / big_vision):
 
 Parameters are annotated with *logical* axis names (``embed``, ``mlp``, ``heads``,
 ``vocab`` ...) when they are created; :data:`LOGICAL_RULES` maps those names to mesh
-axes, so one model definition serves every mesh shape.
+axes, so one model definition serves every mesh shape. A mesh axis is used at most once
+per array, by its first dimension that asks for it: ``rank`` (the low-rank side of
+GaLore / Fira / APOLLO projectors and moments, LoRA and SLTrain factors) maps to
+``fsdp`` too, so a low-rank moment ``[rank, mlp]`` is sharded under FSDP instead of
+replicated, while a projector ``[embed, rank]`` keeps ``fsdp`` on ``embed``.
 
 Example:
     >>> import jax
@@ -50,7 +54,7 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("vocab", TENSOR),
     ("length", None),
     ("norm", None),
-    ("rank", None),
+    ("rank", FSDP),  # only where the array's earlier axes leave fsdp unused (module doc)
     ("nnz", None),  # the entries of a sparse factor (SLTrain's support and values)
 )
 
@@ -156,18 +160,48 @@ def device_grid(sizes: Sequence[int], devices: Sequence[Any]) -> np.ndarray:
 def logical_to_spec(logical: Sequence[str | None], rules=LOGICAL_RULES) -> PartitionSpec:
     """Maps logical axis names to a ``PartitionSpec`` under ``rules``.
 
+    Rules are applied in their order, as flax's ``logical_to_mesh_axes`` does: a mesh
+    axis already taken by an earlier rule's dimension is not used again, so
+    ``("embed", "rank")`` gives ``fsdp`` to ``embed`` and ``("rank", "mlp")`` gives it to
+    ``rank``. A name without a rule is kept as given (a mesh axis name).
+
     Example:
       >>> tuple(logical_to_spec(("embed", "mlp")))
       ('fsdp', 'tensor')
+      >>> tuple(logical_to_spec(("rank", "embed"))), tuple(logical_to_spec(("rank", "mlp")))
+      ((None, 'fsdp'), ('fsdp', 'tensor'))
     """
+    logical = tuple(logical)
     table = dict(rules)
-    return PartitionSpec(*(table.get(name) if name is not None else None for name in logical))
+    out: list[Any] = [None if n is None or n in table else n for n in logical]
+    used = {n for n in out if n is not None}
+    for name, mesh_axes in rules:
+        if name not in logical or mesh_axes is None:
+            continue
+        group = set(mesh_axes) if isinstance(mesh_axes, tuple) else {mesh_axes}
+        if not used & group:
+            out[logical.index(name)] = mesh_axes
+            used |= group
+    return PartitionSpec(*out)
 
 
 def param_specs(state: Any, rules=LOGICAL_RULES) -> Any:
-    """PartitionSpec tree for an NNX state (or model) annotated with logical axes."""
-    with nnx.logical_axis_rules(rules):
-        return nnx.get_partition_spec(state)
+    """PartitionSpec tree for an NNX state (or model) annotated with logical axes.
+
+    Example:
+      >>> from jaxir.layers.linear import axes_metadata
+      >>> p = nnx.Param(jax.numpy.zeros((4, 2)), **axes_metadata(("embed", "rank")))
+      >>> tuple(param_specs({"p": p})["p"].get_value())  # fsdp once, on embed
+      ('fsdp', None)
+    """
+
+    def spec(x: Any) -> Any:
+        if isinstance(x, nnx.Variable):
+            axes = x.get_metadata().get("out_sharding")
+            return x.replace(logical_to_spec(axes, rules) if axes else PartitionSpec())
+        return PartitionSpec() if hasattr(x, "shape") else None
+
+    return jax.tree.map(spec, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def param_shardings(state: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:

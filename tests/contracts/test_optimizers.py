@@ -248,7 +248,7 @@ def test_state_shardings_are_stable_across_updates(kind):
         )
     # Per-parameter state (moments, traces) is sharded like its parameter; a low-rank
     # state leaf ([m, r] projector, [r, n] moment) like its parameter along the side it
-    # keeps, and replicated along the rank.
+    # keeps, and along the rank over fsdp when that side leaves fsdp unused.
     param_leaves = dict(flat_shardings(params))
     per_param = [
         t
@@ -264,7 +264,9 @@ def test_state_shardings_are_stable_across_updates(kind):
             if leaf.shape == p.shape:
                 assert sh.is_equivalent_to(p_sh, p.ndim), (path, leaf.shape, p_sh)
             elif leaf.ndim == 2 and p.ndim == 2:
-                assert_low_rank_sharding(path, leaf.shape, sh.spec, p.shape, p_sh.spec)
+                assert_low_rank_sharding(
+                    path, leaf.shape, sh.spec, p.shape, p_sh.spec, fsdp=mesh.shape["fsdp"]
+                )
 
 
 def flat_shardings(tree):
@@ -275,9 +277,10 @@ def flat_shardings(tree):
     ]
 
 
-def assert_low_rank_sharding(path, shape, spec, p_shape, p_spec):
+def assert_low_rank_sharding(path, shape, spec, p_shape, p_spec, *, fsdp):
     """A ``[k, r]`` / ``[r, k]`` state leaf of a ``[m, n]`` kernel (``r`` the smaller side):
-    its ``k`` side is sharded as the kernel's side of that size, its rank side is not.
+    its ``k`` side is sharded as the kernel's side of that size; its rank side over
+    ``fsdp`` exactly when the ``k`` side does not use it (and ``r`` divides by it).
 
     ``[r, k]`` keeps the kernel's ``n`` (GaLore's ``P^T G``, APOLLO's ``P G``); ``[k, r]``
     keeps ``m`` when ``k == m`` (a square kernel projects its ``m`` side), else ``n``.
@@ -291,7 +294,9 @@ def assert_low_rank_sharding(path, shape, spec, p_shape, p_spec):
     source = 1 if rank_side == 0 else (0 if p_shape[0] == shape[side] else 1)
     assert shape[side] == p_shape[source], (path, shape, p_shape)
     assert spec[side] == p_spec[source], (path, shape, spec, p_shape, p_spec)
-    assert spec[rank_side] is None, (path, shape, spec)
+    kept = spec[side] if isinstance(spec[side], tuple) else (spec[side],)
+    free = "fsdp" not in kept and shape[rank_side] % fsdp == 0
+    assert spec[rank_side] == ("fsdp" if free else None), (path, shape, spec)
 
 
 @pytest.mark.parametrize("kind", KINDS)

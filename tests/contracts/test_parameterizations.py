@@ -369,10 +369,11 @@ def test_state_shardings_are_stable_across_updates(setup):
             leaf.sharding,
         )
         assert leaf.sharding.is_equivalent_to(spec, leaf.ndim)
-    # Factors shard along the dense kernel's in/out axes (the rank axis is replicated).
+    # Factors shard along the dense kernel's in/out axes; the rank axis takes fsdp where
+    # the other axis leaves it unused ([rank, mlp]), so no factor is replicated over fsdp.
     layer = state.params["query_encoder"]["layers"][0]
     assert tuple(layer["attention"]["query"]["lora_a"].get_value().sharding.spec) == ("fsdp", None)
-    assert tuple(layer["mlp"]["up"]["b"].get_value().sharding.spec) == (None, "tensor")
+    assert tuple(layer["mlp"]["up"]["b"].get_value().sharding.spec) == ("fsdp", "tensor")
 
 
 def test_checkpoint_restores_the_support_and_gives_the_identical_next_update(setup, tmp_path):

@@ -369,7 +369,7 @@ def test_train_step_projects_the_accumulated_gradient_once(strategy):
     galore_state = new.opt_state[0]
     assert isinstance(galore_state, GaLoreState)
     assert int(galore_state.count) == 1  # the optimizer (and its projection) ran once
-    assert rel_l2(got, want) <= 1e-4
+    assert rel_l2(got, want) <= 5e-4  # applying it twice, or per micro-batch, is O(1)
 
 
 # --- end to end ------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ Usage::
     python benchmarks/aot_memory.py            # every case (about an hour on a shared core)
     python benchmarks/aot_memory.py --quick    # BERT-base on v5e:2x4 only (and the RESULT lines)
     python benchmarks/aot_memory.py --rest     # the other cases
+    python benchmarks/aot_memory.py --state-only   # AdamW vs GaLore state bytes per chip, no compile
+    python benchmarks/aot_memory.py --lever model.dropout_mask=hash+model.attention=dot_product
 
 The last lines are ``RESULT {json}`` (DESIGN principle 8):
 ``fsdp8_param_bytes_vs_replicated`` (BERT-base parameter bytes per chip with
@@ -169,12 +171,22 @@ def _remat_layers():
 PATCHES = {"cast_kernels_once": "_cast_kernels_once", REMAT_DOTS: "_remat_layers"}
 
 
+def _value(text: str):
+    """A ``hf.FIELD=VALUE`` value: an int, a float, or the string itself."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def run_case(case: Case, workdir: pathlib.Path) -> dict:
     from jaxir.cli.compile import mesh_settings
     from jaxir.config import load_config, override
     from jaxir.training import aot
 
-    hf = {k[3:]: float(v) for k, v in (e.split("=", 1) for e in case.extra if e.startswith("hf."))}
+    hf = {k[3:]: _value(v) for k, v in (e.split("=", 1) for e in case.extra if e.startswith("hf."))}
     patches = [globals()[PATCHES[e]] for e in case.extra if e in PATCHES]
     settings = [
         *BASE_SETTINGS,
@@ -190,7 +202,7 @@ def run_case(case: Case, workdir: pathlib.Path) -> dict:
     try:
         report = aot.compile_for_topology(config, workdir, topology, check_fit=False)
     finally:
-        for u in undo:
+        for u in reversed(undo):
             u()
     return report.to_json()
 
@@ -266,7 +278,13 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="a variant of the headline case (repeatable): a config override KEY=VALUE, "
         f"hf.FIELD=VALUE (the model's config.json, e.g. hf.hidden_dropout_prob=0) or "
-        f"{CAST_KERNELS_ONCE} or {REMAT_DOTS}",
+        f"{CAST_KERNELS_ONCE} or {REMAT_DOTS}, e.g. model.dropout_mask=hash; join several "
+        "with '+'",
+    )
+    parser.add_argument(
+        "--state-only",
+        action="store_true",
+        help="only the AdamW vs GaLore state table of every case (no compile; a minute)",
     )
     args = parser.parse_args()
 
@@ -292,11 +310,13 @@ def main() -> None:
         Case("bert-1b", "v5e:2x4", 1, "data=1,fsdp=8", "adamw"),
     ]
     cases = rest if args.rest else quick if args.quick else quick + rest
-    levers = [dataclasses.replace(headline, extra=(lever,)) for lever in args.lever]
+    levers = [dataclasses.replace(headline, extra=tuple(lever.split("+"))) for lever in args.lever]
     if levers:  # the headline case and its variants only
         cases = [headline, *levers]
-    if not args.quick and not levers:
+    if args.state_only or (not args.quick and not levers):
         state_table([*quick, *rest])
+    if args.state_only:
+        return
     print("\nper chip: GiB (params, optimizer state, XLA arguments, temporaries, total / HBM),")
     print("TFLOP and HBM GB of one step, roofline ms/step, MFU bound, compile seconds\n")
     print(HEADER)
@@ -314,7 +334,7 @@ def main() -> None:
     for lever in levers:
         r, base = results[lever], results[headline]
         print(
-            f"lever {lever.extra[0]}: MFU bound {r['mfu_bound']:.3f} (baseline {base['mfu_bound']:.3f}), "
+            f"lever {'+'.join(lever.extra)}: MFU bound {r['mfu_bound']:.3f} (baseline {base['mfu_bound']:.3f}), "
             f"HBM traffic {r['step']['bytes_accessed'] / 1e9:.1f} GB "
             f"(baseline {base['step']['bytes_accessed'] / 1e9:.1f}), "
             f"TFLOP {r['step']['flops'] / 1e12:.2f} (baseline {base['step']['flops'] / 1e12:.2f})"

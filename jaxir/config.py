@@ -27,6 +27,8 @@ import types
 import typing
 from typing import Any
 
+from jaxir.layers.attention import ATTENTION
+from jaxir.layers.dropout import MASKS
 from jaxir.layers.linear import LinearSpec
 
 
@@ -105,6 +107,13 @@ class SpladeConfig:
       warmup_steps: steps of the quadratic warm-up (-1: ``train.steps // 3``; 0: none).
       fresh_head: ``model.init`` may be a directory without an MLM head: the head's
         decoder is tied to the word embeddings, its transform and bias are fresh.
+      head_bias: initial value of every output bias of a freshly initialised MLM head
+        (a preset ``init``, or ``fresh_head``); a loaded head keeps its own. At 0 a
+        random head gives about half its logits positive, so max pooling starts near
+        half the vocabulary per text and the regularizer must first undo that; a
+        negative value starts the representations sparse. Choose it against the
+        head's logit scale (about ``0.02 * sqrt(hidden)`` at initialisation): -1 starts
+        the 256-wide ``small`` preset at ~2% of the vocabulary per passage.
       collapse_nnz: collapse guard threshold (average non-zeros per text); 0: off.
       saturation_share: saturation guard threshold (share of the vocabulary active in
         an average text); 1: off.
@@ -120,6 +129,7 @@ class SpladeConfig:
     document_weight: float = 3e-5
     warmup_steps: int = -1
     fresh_head: bool = False
+    head_bias: float = 0.0
     collapse_nnz: float = 1.0
     saturation_share: float = 0.5
     saturation_after: int = -1
@@ -175,7 +185,13 @@ class ModelConfig:
     dense and is then parameterized (:func:`jaxir.layers.linear.parameterize_linears`).
     ``pooling`` / ``normalize`` / ``temperature`` are the dense family's; the SPLADE
     family reads ``splade`` (:class:`SpladeConfig`) and ``tied``, ``init``, ``dtype``,
-    ``linear``, the prefixes.
+    ``linear``, the prefixes. ``dropout_mask`` and ``attention`` are compute choices of
+    the encoder that change no parameter and no result beyond rounding
+    (:class:`jaxir.models.bert.EncoderConfig`): ``dropout_mask="hash"`` regenerates
+    dropout masks in the backward pass from a counter-based hash instead of storing
+    them, ``attention="dot_product"`` runs attention through
+    ``jax.nn.dot_product_attention``; both cut a TPU step's HBM traffic
+    (``benchmarks/aot_memory.py``); the defaults keep CPU results bit-for-bit.
     """
 
     init: str = "small"
@@ -188,11 +204,21 @@ class ModelConfig:
     query_prefix: str = ""
     passage_prefix: str = ""
     dtype: str = "float32"
+    dropout_mask: str = "stored"
+    attention: str = "xla"
     linear: str = "dense"
     linear_layers: tuple[str, ...] = ("attention", "mlp")
     splade: SpladeConfig = SpladeConfig()  # family="splade" only
     lora: LoraConfig = LoraConfig()  # linear="lora" only
     sltrain: SltrainConfig = SltrainConfig()  # linear="sltrain" only
+
+    def __post_init__(self) -> None:
+        for key, value, choices in (
+            ("dropout_mask", self.dropout_mask, MASKS),
+            ("attention", self.attention, ATTENTION),
+        ):
+            if value not in choices:
+                raise ValueError(f"model.{key} must be one of {choices}, got {value!r}.")
 
     def linear_spec(self) -> LinearSpec:
         """The :class:`~jaxir.layers.linear.LinearSpec` of ``linear`` / ``linear_layers``,

@@ -50,3 +50,15 @@ def test_missing_config_file_is_explained(tmp_path):
     (tmp_path / "bad.py").write_text("x = 1\n")
     with pytest.raises(ValueError, match="get_config"):
         load_config(tmp_path / "bad.py")
+
+
+def test_encoder_compute_choices_reach_the_dense_towers_and_bad_ones_are_named():
+    from jaxir.families.dense import DenseFamily
+
+    config = override(RunConfig(), ["model.dropout_mask=hash", "model.attention=dot_product"])
+    encoder = DenseFamily.from_config(config).encoder_config(vocab_size=64)
+    assert (encoder.dropout_mask, encoder.attention) == ("hash", "dot_product")
+    with pytest.raises(ValueError, match=r"model.dropout_mask must be one of \('stored'"):
+        override(config, ["model.dropout_mask=bits"])
+    with pytest.raises(ValueError, match="model.attention must be one of"):
+        override(config, ["model.attention=flash"])

@@ -137,6 +137,8 @@ class DenseFamily(TextPairInputs, DenseObjective):
         Hugging Face encoder directory whose weights both towers start from (its pooler
         and MLM head, unused by a dual encoder, are dropped with a note).
       dtype: compute dtype, ``"float32"`` or ``"bfloat16"``.
+      dropout_mask, attention: the encoder's dropout-mask generator and attention kernel
+        (``model.dropout_mask`` / ``model.attention``, :class:`jaxir.models.bert.EncoderConfig`).
       linear: the projections' parameterization (:class:`jaxir.layers.linear.LinearSpec`).
         With a Hugging Face ``init`` the towers load dense and are then parameterized
         (:func:`jaxir.layers.linear.parameterize_linears`: LoRA on the checkpoint's
@@ -147,6 +149,8 @@ class DenseFamily(TextPairInputs, DenseObjective):
     spec: DualEncoderSpec = dataclasses.field(default_factory=DualEncoderSpec)
     init: str = "small"
     dtype: str = "float32"
+    dropout_mask: str = "stored"
+    attention: str = "xla"
     linear: LinearSpec = dataclasses.field(default_factory=LinearSpec)
     seed: int = 0
 
@@ -173,6 +177,8 @@ class DenseFamily(TextPairInputs, DenseObjective):
             spec=spec,
             init=mc.init,
             dtype=mc.dtype,
+            dropout_mask=mc.dropout_mask,
+            attention=mc.attention,
             linear=mc.linear_spec(),
             seed=tc.seed,
         )
@@ -188,8 +194,14 @@ class DenseFamily(TextPairInputs, DenseObjective):
                 f"model.init={self.init!r} is neither a Hugging Face model directory (with "
                 f"config.json) nor a preset ({', '.join(PRESETS)})."
             )
-        config = config.replace(mlm_head=False, pooler=False, dtype=self.dtype)
-        return config.replace(linear=self.linear)
+        return config.replace(
+            mlm_head=False,
+            pooler=False,
+            dtype=self.dtype,
+            dropout_mask=self.dropout_mask,
+            attention=self.attention,
+            linear=self.linear,
+        )
 
     def init_model(self, *, vocab_size: int, rngs: nnx.Rngs) -> DualEncoder:
         """A randomly initialised :class:`DualEncoder` (no MLM head, no pooler)."""

@@ -384,12 +384,15 @@ class SpladeFamily(TextPairInputs, SpladeObjective):
       init: a preset name (:data:`jaxir.models.bert.PRESETS`, random weights with an MLM
         head) or a Hugging Face ``*ForMaskedLM`` directory both towers start from.
       dtype: compute dtype, ``"float32"`` or ``"bfloat16"``.
+      dropout_mask, attention: the encoder's dropout-mask generator and attention kernel
+        (``model.dropout_mask`` / ``model.attention``, :class:`jaxir.models.bert.EncoderConfig`).
       linear: the projections' parameterization (:class:`jaxir.layers.linear.LinearSpec`);
         with a Hugging Face ``init`` the encoders load dense and are then parameterized
         (:func:`jaxir.layers.linear.parameterize_linears`).
       seed: seeds what that parameterization draws (LoRA's ``lora_a``); ``train.seed``.
       fresh_head: allow an ``init`` directory without an MLM head (fresh transform and
         bias, decoder tied to the word embeddings).
+      head_bias: the initial output bias of a fresh MLM head (``model.splade.head_bias``).
       collapse_nnz, saturation_share, saturation_after: the guards'
         thresholds (:class:`jaxir.config.SpladeConfig`, :meth:`check_metrics`).
       query_init: not a constructor argument: what :meth:`training_data` records for
@@ -400,8 +403,11 @@ class SpladeFamily(TextPairInputs, SpladeObjective):
     spec: SpladeSpec = dataclasses.field(default_factory=SpladeSpec)
     init: str = "small"
     dtype: str = "float32"
+    dropout_mask: str = "stored"
+    attention: str = "xla"
     linear: LinearSpec = dataclasses.field(default_factory=LinearSpec)
     fresh_head: bool = False
+    head_bias: float = 0.0
     collapse_nnz: float = 1.0
     saturation_share: float = 0.5
     saturation_after: int = 0
@@ -409,6 +415,13 @@ class SpladeFamily(TextPairInputs, SpladeObjective):
     query_init: dict = dataclasses.field(
         default_factory=dict, init=False, compare=False, repr=False
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not math.isfinite(self.head_bias):
+            raise ValueError(
+                f"model.splade.head_bias must be a finite number, got {self.head_bias}."
+            )
 
     @classmethod
     def from_config(cls, config: Any) -> SpladeFamily:
@@ -440,8 +453,11 @@ class SpladeFamily(TextPairInputs, SpladeObjective):
             spec=spec,
             init=mc.init,
             dtype=mc.dtype,
+            dropout_mask=mc.dropout_mask,
+            attention=mc.attention,
             linear=mc.linear_spec(),
             fresh_head=sc.fresh_head,
+            head_bias=sc.head_bias,
             collapse_nnz=sc.collapse_nnz,
             saturation_share=sc.saturation_share,
             saturation_after=warmup if sc.saturation_after < 0 else sc.saturation_after,
@@ -459,17 +475,32 @@ class SpladeFamily(TextPairInputs, SpladeObjective):
                 f"model.init={self.init!r} is neither a Hugging Face model directory (with "
                 f"config.json) nor a preset ({', '.join(PRESETS)})."
             )
-        return config.replace(mlm_head=True, pooler=False, dtype=self.dtype, linear=self.linear)
+        return config.replace(
+            mlm_head=True,
+            pooler=False,
+            dtype=self.dtype,
+            dropout_mask=self.dropout_mask,
+            attention=self.attention,
+            linear=self.linear,
+        )
 
     def init_model(self, *, vocab_size: int, rngs: nnx.Rngs) -> Splade:
-        """A randomly initialised :class:`Splade` (inference-free: query weights = training-passage IDF)."""
+        """A randomly initialised :class:`Splade` (inference-free: query weights = training-passage IDF).
+
+        Every MLM head's output bias starts at ``head_bias`` (a loaded head replaces it
+        in :meth:`pretrained`).
+        """
         config = self.encoder_config(vocab_size)
         idf, special = None, ()
         if self.spec.inference_free and self.query_init:
             ids, mask = self.query_init["df_source"]
             idf = passage_idf(ids, mask, config.vocab_size)
             special = self.query_init["special_ids"]
-        return Splade.create(config, self.spec, rngs=rngs, idf=idf, special_token_ids=special)
+        model = Splade.create(config, self.spec, rngs=rngs, idf=idf, special_token_ids=special)
+        for encoder in (model.document_encoder, model.query_encoder):
+            if encoder is not None:
+                encoder.mlm.bias[...] = jnp.full_like(encoder.mlm.bias[...], self.head_bias)
+        return model
 
     def pretrained(self, model: Splade) -> tuple[nnx.State, str] | None:
         """The encoders (with their MLM head) from ``init`` when it is a Hugging Face directory, else ``None``.

@@ -9,6 +9,12 @@ from flax import nnx
 from jaxir.layers.dot import dot_general
 from jaxir.layers.linear import LinearSpec, linear
 
+#: Attention kernels of :class:`SelfAttention`: ``"xla"`` (:func:`attend`: head-folded
+#: products, float32 softmax) and ``"dot_product"`` (:func:`jax.nn.dot_product_attention`
+#: with its XLA implementation; float32 logits and softmax, probabilities in the compute
+#: dtype). Both compute the same function; they differ in the HLO they hand to XLA.
+ATTENTION = ("xla", "dot_product")
+
 
 class SelfAttention(nnx.Module):
     """Bidirectional multi-head self-attention (BERT layout: separate q/k/v/output projections).
@@ -19,7 +25,8 @@ class SelfAttention(nnx.Module):
     ``transformers``) instead of producing NaN.
 
     The four projections are ``"attention"`` projections of :func:`jaxir.layers.linear.linear`
-    (``spec`` picks their parameterization; default: :class:`~jaxir.layers.linear.Dense`).
+    (``spec`` picks their parameterization; default: :class:`~jaxir.layers.linear.Dense`);
+    ``kernel`` (one of :data:`ATTENTION`) picks the attention product.
 
     Shapes: ``x_blh: [B, L, H]``, ``mask_bl: [B, L]`` (True/1 = real token) -> ``[B, L, H]``.
 
@@ -37,10 +44,14 @@ class SelfAttention(nnx.Module):
         dtype: jnp.dtype,
         rngs: nnx.Rngs,
         spec: LinearSpec | None = None,
+        kernel: str = "xla",
     ):
+        if kernel not in ATTENTION:
+            raise ValueError(f"attention kernel {kernel!r} is not one of {ATTENTION}")
         if hidden % num_heads:
             raise ValueError(f"hidden size {hidden} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
+        self.kernel = kernel
         self.head_dim = hidden // num_heads
         spec = LinearSpec() if spec is None else spec
 
@@ -56,7 +67,8 @@ class SelfAttention(nnx.Module):
         b, length, _ = x_blh.shape
         split = lambda t: t.reshape(b, length, self.num_heads, self.head_dim)  # noqa: E731
         q, k, v = split(self.query(x_blh)), split(self.key(x_blh)), split(self.value(x_blh))
-        return self.output(attend(q, k, v, mask_bl).reshape(b, length, -1))
+        mix = attend if self.kernel == "xla" else attend_dot_product
+        return self.output(mix(q, k, v, mask_bl).reshape(b, length, -1))
 
 
 def attend(
@@ -84,3 +96,21 @@ def attend(
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b * n, length, keys)
     out = dot_general(probs, v, (((2,), (1,)), ((0,), (0,))))
     return out.reshape(b, n, length, d).transpose(0, 2, 1, 3)
+
+
+def attend_dot_product(
+    q_blnd: jax.Array, k_bsnd: jax.Array, v_bsnd: jax.Array, mask_bs: jax.Array
+) -> jax.Array:
+    """:func:`attend` through :func:`jax.nn.dot_product_attention` (``implementation="xla"``).
+
+    A row whose keys are all padding attends uniformly, as in :func:`attend`.
+
+    Shapes: ``q: [B, L, N, D]``, ``k, v: [B, S, N, D]``, ``mask_bs: [B, S]`` -> ``[B, L, N, D]``.
+
+    Example:
+      >>> q = jnp.ones((1, 3, 2, 4))
+      >>> attend_dot_product(q, q, q, jnp.array([[1, 1, 0]])).shape
+      (1, 3, 2, 4)
+    """
+    valid = mask_bs.astype(bool)[:, None, None, :]
+    return jax.nn.dot_product_attention(q_blnd, k_bsnd, v_bsnd, mask=valid, implementation="xla")

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxir.layers.dropout import Dropout
 from jaxir.layers.linear import embed, layer_norm
 
 
@@ -14,7 +15,8 @@ class TokenEmbeddings(nnx.Module):
 
     ``position_offset`` reproduces RoBERTa / XLM-R: positions count only non-pad tokens
     and start at ``pad_token_id + 1`` (``padding_idx`` in ``transformers``); with
-    ``position_offset=None`` positions are ``0..L-1`` (BERT, DistilBERT).
+    ``position_offset=None`` positions are ``0..L-1`` (BERT, DistilBERT). ``dropout_mask``
+    picks the dropout mask generator (:class:`jaxir.layers.dropout.Dropout`).
 
     Shapes: ``ids_bl: [B, L]`` int -> ``[B, L, H]``.
 
@@ -36,6 +38,7 @@ class TokenEmbeddings(nnx.Module):
         *,
         dtype: jnp.dtype,
         rngs: nnx.Rngs,
+        dropout_mask: str = "stored",
     ):
         self.dtype = dtype
         self.position_offset = position_offset
@@ -47,7 +50,7 @@ class TokenEmbeddings(nnx.Module):
             else None
         )
         self.norm = layer_norm(hidden, epsilon=layer_norm_eps, dtype=dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout)
+        self.dropout = Dropout(dropout, mask=dropout_mask)
 
     def positions(self, ids_bl: jax.Array) -> jax.Array:
         """Position ids ``[B, L]`` for ``ids_bl`` (offset/pad-aware for RoBERTa)."""
@@ -68,4 +71,4 @@ class TokenEmbeddings(nnx.Module):
         if self.token_type is not None:
             types = jnp.zeros_like(ids_bl) if token_types_bl is None else token_types_bl
             x = x + self.token_type(types)
-        return self.dropout(self.norm(x).astype(self.dtype), deterministic=rngs is None, rngs=rngs)
+        return self.dropout(self.norm(x).astype(self.dtype), rngs=rngs)

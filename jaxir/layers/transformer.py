@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxir.layers.attention import SelfAttention
+from jaxir.layers.dropout import Dropout
 from jaxir.layers.linear import LinearSpec, layer_norm, linear
 
 ACTIVATIONS = {
@@ -60,7 +61,9 @@ class TransformerLayer(nnx.Module):
     Dropout randomness is passed per call (``rngs``), not stored in the module, so the
     model state is exactly its parameters and a training step's randomness is a pure
     function of the step key (resumable bit-for-bit). ``spec`` picks the parameterization
-    of the attention and MLP projections (:class:`~jaxir.layers.linear.LinearSpec`).
+    of the attention and MLP projections (:class:`~jaxir.layers.linear.LinearSpec`),
+    ``dropout_mask`` the dropout mask generator (:class:`jaxir.layers.dropout.Dropout`)
+    and ``attention`` the attention kernel (:data:`jaxir.layers.attention.ATTENTION`).
 
     Shapes: ``x_blh: [B, L, H]``, ``mask_bl: [B, L]`` -> ``[B, L, H]``.
 
@@ -82,18 +85,22 @@ class TransformerLayer(nnx.Module):
         dtype: jnp.dtype,
         rngs: nnx.Rngs,
         spec: LinearSpec | None = None,
+        dropout_mask: str = "stored",
+        attention: str = "xla",
     ):
         self.dtype = dtype
-        self.attention = SelfAttention(hidden, num_heads, dtype=dtype, rngs=rngs, spec=spec)
+        self.attention = SelfAttention(
+            hidden, num_heads, dtype=dtype, rngs=rngs, spec=spec, kernel=attention
+        )
         self.attention_norm = layer_norm(hidden, epsilon=layer_norm_eps, dtype=dtype, rngs=rngs)
         self.mlp = Mlp(hidden, intermediate, act, dtype=dtype, rngs=rngs, spec=spec)
         self.mlp_norm = layer_norm(hidden, epsilon=layer_norm_eps, dtype=dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout)
+        self.dropout = Dropout(dropout, mask=dropout_mask)
 
     def __call__(
         self, x_blh: jax.Array, mask_bl: jax.Array, *, rngs: nnx.Rngs | None = None
     ) -> jax.Array:
         """Applies the layer; dropout is active only when ``rngs`` is given (training)."""
-        drop = lambda t: self.dropout(t, deterministic=rngs is None, rngs=rngs)  # noqa: E731
+        drop = lambda t: self.dropout(t, rngs=rngs)  # noqa: E731
         h = self.attention_norm(x_blh + drop(self.attention(x_blh, mask_bl))).astype(self.dtype)
         return self.mlp_norm(h + drop(self.mlp(h))).astype(self.dtype)

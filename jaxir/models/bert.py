@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxir.layers.attention import ATTENTION
 from jaxir.layers.dot import dot_general
+from jaxir.layers.dropout import MASKS
 from jaxir.layers.embeddings import TokenEmbeddings
 from jaxir.layers.linear import LinearSpec, axes_metadata, layer_norm, linear
 from jaxir.layers.transformer import TransformerLayer, activation
@@ -43,7 +45,11 @@ class EncoderConfig:
     ``dtype`` is the compute dtype (``"float32"`` or ``"bfloat16"``); parameters are
     always stored in float32. ``linear`` picks the parameterization of the projections
     (attention, MLP, and with ``"head"`` the pooler and MLM-head transform); the default
-    is plain :class:`~jaxir.layers.linear.Dense` everywhere.
+    is plain :class:`~jaxir.layers.linear.Dense` everywhere. ``dropout_mask`` picks how
+    dropout masks are made (:data:`jaxir.layers.dropout.MASKS`: ``"stored"`` is
+    ``nnx.Dropout``; ``"key"`` the same mask recomputed in the backward pass; ``"hash"`` a
+    fused counter-based hash) and ``attention`` the attention kernel
+    (:data:`jaxir.layers.attention.ATTENTION`); neither changes the parameters.
     """
 
     family: str = "bert"
@@ -64,12 +70,18 @@ class EncoderConfig:
     pooler: bool = False
     dtype: str = "float32"
     linear: LinearSpec = dataclasses.field(default_factory=LinearSpec)
+    dropout_mask: str = "stored"
+    attention: str = "xla"
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ValueError(f"Unknown encoder family {self.family!r}; expected one of {FAMILIES}.")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
+        if self.dropout_mask not in MASKS:
+            raise ValueError(f"dropout_mask must be one of {MASKS}, got {self.dropout_mask!r}.")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}.")
 
     def replace(self, **changes: Any) -> EncoderConfig:
         """A copy with ``changes`` applied (e.g. ``config.replace(dtype="bfloat16")``)."""
@@ -134,6 +146,7 @@ class Model(nnx.Module):
             config.dropout,
             dtype=dtype,
             rngs=rngs,
+            dropout_mask=config.dropout_mask,
         )
         self.layers = nnx.List(
             [
@@ -147,6 +160,8 @@ class Model(nnx.Module):
                     dtype=dtype,
                     rngs=rngs,
                     spec=config.linear,
+                    dropout_mask=config.dropout_mask,
+                    attention=config.attention,
                 )
                 for _ in range(config.num_layers)
             ]

@@ -306,10 +306,17 @@ def test_from_config_reads_model_splade_and_the_shared_fields():
             "model.splade.pooling=sum",
             "model.splade.regularizer=l1",
             "model.splade.document_weight=0.5",
+            "model.splade.head_bias=-0.5",
+            "model.dropout_mask=hash",
+            "model.attention=dot_product",
         ],
     )
     fam = SpladeFamily.from_config(config)
     assert fam.warmup_steps == 10 and fam.saturation_after == 10  # -1: a third of train.steps
+    assert fam.head_bias == -0.5
+    encoder = fam.encoder_config(VOCAB_SIZE)
+    assert (encoder.dropout_mask, encoder.attention) == ("hash", "dot_product")
+    assert load_config(CONFIG_FILE).model.splade.head_bias == -1.0  # the SciFact recipe's
     assert fam.spec.tied is False and fam.spec.pooling == "sum"
     assert fam.regularizer == "l1" and fam.document_weight == 0.5 and fam.regularize_queries
     assert fam.spec.query_max_length == config.data.max_query_length
@@ -393,6 +400,27 @@ def test_pretrained_loads_the_mlm_head_and_refuses_a_checkpoint_without_one(hf_d
         np.asarray(state["document_encoder"]["mlm"]["bias"][...]),
         np.asarray(model.document_encoder.mlm.bias[...]),
     )
+
+
+def test_head_bias_starts_a_fresh_head_sparse_and_a_loaded_head_keeps_its_own(hf_dirs):
+    """``model.splade.head_bias`` sets every output bias of a fresh head (both towers):
+    with -1 the pooled vectors start far sparser than with 0; a loaded head is untouched."""
+    spec = dataclasses.replace(SPEC, tied=False)
+    ids = jax.random.randint(jax.random.key(0), (4, 16), 5, VOCAB_SIZE)
+    densities = {}
+    for bias in (0.0, -1.0):
+        fam = SpladeFamily(init="tiny", spec=spec, head_bias=bias)
+        model = fam.init_model(vocab_size=VOCAB_SIZE, rngs=nnx.Rngs(0))
+        for tower in (model.document_encoder, model.query_encoder):
+            np.testing.assert_array_equal(np.asarray(tower.mlm.bias[...]), bias)
+        densities[bias] = float((model.encode_passages(ids, ids > 0) > 0).mean())
+    assert densities[-1.0] < 0.25 * densities[0.0], densities
+    loaded = SpladeFamily(init=str(hf_dirs["mlm"]), spec=spec, head_bias=-1.0)
+    state, _ = loaded.pretrained(loaded.init_model(vocab_size=VOCAB_SIZE, rngs=nnx.Rngs(0)))
+    want = hf.load_pretrained(hf_dirs["mlm"], mlm_head=True).mlm.bias[...]
+    np.testing.assert_array_equal(np.asarray(state["document_encoder"]["mlm"]["bias"][...]), want)
+    with pytest.raises(ValueError, match="model.splade.head_bias must be a finite number"):
+        SpladeFamily(head_bias=float("nan"))
 
 
 # --------------------------------------------------------------------------- validation, a run

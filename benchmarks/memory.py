@@ -55,6 +55,7 @@ Run::
 
     python benchmarks/memory.py            # BERT-base + BERT-large state, BERT-base runs
                                            # (~50 min on a shared 2-core machine)
+    python benchmarks/memory.py --state-only   # part 1 only: the state tables, no training
     python benchmarks/memory.py --quick    # BERT-base state; the 2-layer 256-wide "small"
                                            # preset for the runs, 6 timed steps (~70 s)
 """
@@ -572,6 +573,9 @@ def step_stats(times: Sequence[float], flops: float, roofline: protocol.Roofline
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="~1-2 minute version")
+    parser.add_argument(
+        "--state-only", action="store_true", help="part 1 only (abstract state bytes, no training)"
+    )
     parser.add_argument("--cpu", type=int, default=1, help="the one core every process runs on")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -603,6 +607,10 @@ def main() -> None:
         print("\n## 1. State bytes (abstract: jaxir.cli.memory.memory_report, compile=False)")
         reports = state_table(models, pathlib.Path(tmp))
         state_lines = state_results(reports, models)
+    if args.state_only:
+        for kwargs in state_lines:
+            protocol.result(**kwargs)
+        return
 
     print(
         f"\n## 2-3. Training processes: {shape} shape, {batch.describe()}; one fresh process "

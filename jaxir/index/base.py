@@ -79,6 +79,23 @@ def check_searcher_kind(representation: str, kind: str, where: str) -> None:
         )
 
 
+class CorpusShape:
+    """``num_docs`` / ``dim`` of a :class:`Searcher` that keeps them as ``_num_docs`` / ``_dim``."""
+
+    _num_docs: int
+    _dim: int
+
+    @property
+    def num_docs(self) -> int:
+        """Rows ``N`` of the corpus."""
+        return self._num_docs
+
+    @property
+    def dim(self) -> int:
+        """Vector size ``D`` (for a sparse index, the vocabulary size ``V``)."""
+        return self._dim
+
+
 @runtime_checkable
 class Searcher(Protocol):
     """Maximum-inner-product search over a fixed corpus of ``num_docs`` vectors of size ``dim``.

@@ -46,6 +46,7 @@ from jax.sharding import Mesh
 
 from jaxir import distributed, sharding
 from jaxir.encode import EmbeddingStore, load_embeddings
+from jaxir.index.base import CorpusShape
 from jaxir.index.exact import ExactSearcher
 
 __all__ = ["DistributedExactSearcher", "merge_top_k", "read_rows", "row_range"]
@@ -105,7 +106,7 @@ def merge_top_k(
     )
 
 
-class DistributedExactSearcher:
+class DistributedExactSearcher(CorpusShape):
     """Exact top-k over a corpus whose rows are split across the processes of a job.
 
     Each process builds one with its own rows; :meth:`search` (a collective: every
@@ -188,16 +189,6 @@ class DistributedExactSearcher:
             mesh=mesh,
             **options,
         )
-
-    @property
-    def num_docs(self) -> int:
-        """Rows ``N`` of the whole corpus."""
-        return self._num_docs
-
-    @property
-    def dim(self) -> int:
-        """Vector size ``D``."""
-        return self._dim
 
     def local_search(self, queries_qd: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """This process's top-``k`` ``(scores [Q, k], global row indices [Q, k])`` (no collective).

@@ -131,7 +131,7 @@ def _search_program(
     return scores_bk, jnp.take_along_axis(idx_bm, j_bk, axis=1)
 
 
-class ExactSearcher:
+class ExactSearcher(base.CorpusShape):
     """Exact top-k inner-product search with the corpus sharded over a device mesh.
 
     Args:
@@ -208,16 +208,6 @@ class ExactSearcher:
             static_argnames=("k",),
             out_shardings=sharding.replicated(self.mesh),
         )
-
-    @property
-    def num_docs(self) -> int:
-        """Number of corpus rows ``N``."""
-        return self._num_docs
-
-    @property
-    def dim(self) -> int:
-        """Vector size ``D``."""
-        return self._dim
 
     def search(self, queries_qd: np.ndarray | jax.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` by inner product.

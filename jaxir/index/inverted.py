@@ -386,7 +386,7 @@ def _quantize(data: np.ndarray, scale: np.float32) -> np.ndarray:
     return out
 
 
-class InvertedIndex:
+class InvertedIndex(base.CorpusShape):
     """A forward index over ``[N, V]`` sparse vectors with fine block-max bounds per term.
 
     Args:
@@ -463,16 +463,6 @@ class InvertedIndex:
             if self.quantized
             else np.zeros(1, np.float64)
         )
-
-    @property
-    def num_docs(self) -> int:
-        """Number of documents ``N``."""
-        return self._num_docs
-
-    @property
-    def dim(self) -> int:
-        """Vocabulary size ``V``."""
-        return self._dim
 
     @property
     def num_postings(self) -> int:

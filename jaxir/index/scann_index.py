@@ -120,7 +120,7 @@ def default_params(
     )
 
 
-class ScannSearcher:
+class ScannSearcher(base.CorpusShape):
     """A built or loaded ScaNN searcher answering ``search(queries_qd, k)``.
 
     Construct with :meth:`build` or :meth:`load`; ``raw`` is the underlying
@@ -202,16 +202,6 @@ class ScannSearcher:
         raw = scann.scann_ops_pybind.create_searcher(docs_nd, config)
         probes_qd = docs_nd[np.linspace(0, num_docs - 1, NUM_PROBES).astype(np.int64)].copy()
         return cls(raw, num_docs=num_docs, dim=dim, params=params, probes_qd=probes_qd)
-
-    @property
-    def num_docs(self) -> int:
-        """Number of corpus rows ``N``."""
-        return self._num_docs
-
-    @property
-    def dim(self) -> int:
-        """Vector size ``D``."""
-        return self._dim
 
     def search(self, queries_qd: np.ndarray | jax.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-``k`` by inner product (one ``search_batched_parallel`` call).

@@ -14,7 +14,8 @@ axes, so one model definition serves every mesh shape. A mesh axis is used at mo
 per array, by its first dimension that asks for it: ``rank`` (the low-rank side of
 GaLore / Fira / APOLLO projectors and moments, LoRA and SLTrain factors) maps to
 ``fsdp`` too, so a low-rank moment ``[rank, mlp]`` is sharded under FSDP instead of
-replicated, while a projector ``[embed, rank]`` keeps ``fsdp`` on ``embed``.
+replicated, while a projector ``[embed, rank]`` keeps ``fsdp`` on ``embed``; ``nnz``
+(SLTrain's sparse support and values) maps to ``fsdp`` as well.
 
 Example:
     >>> import jax
@@ -55,7 +56,7 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("length", None),
     ("norm", None),
     ("rank", FSDP),  # only where the array's earlier axes leave fsdp unused (module doc)
-    ("nnz", None),  # the entries of a sparse factor (SLTrain's support and values)
+    ("nnz", FSDP),  # the entries of a sparse factor (SLTrain's support and values)
 )
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +41,6 @@ from jaxir.layers.linear import LinearSpec, parameterize_linears
 from jaxir.losses.contrastive import in_batch_softmax
 from jaxir.losses.distill import group_distillation
 from jaxir.models import hf
-from jaxir.models.bert import PRESETS, EncoderConfig
 from jaxir.models.dual_encoder import DualEncoder, DualEncoderSpec, save_dual_encoder
 from jaxir.training.family import Aux, Batch
 from jaxir.training.validation import ValidationSet, validate
@@ -152,6 +151,7 @@ class DenseFamily(TextPairInputs, DenseObjective):
     dropout_mask: str = "stored"
     attention: str = "xla"
     linear: LinearSpec = dataclasses.field(default_factory=LinearSpec)
+    mlm_head: ClassVar[bool] = False
     seed: int = 0
 
     @classmethod
@@ -181,26 +181,6 @@ class DenseFamily(TextPairInputs, DenseObjective):
             attention=mc.attention,
             linear=mc.linear_spec(),
             seed=tc.seed,
-        )
-
-    def encoder_config(self, vocab_size: int) -> EncoderConfig:
-        """The towers' architecture: ``init``'s (HF directory) or the preset's with ``vocab_size``."""
-        if is_hf_dir(self.init):
-            config = hf.encoder_config(self.init)
-        elif self.init in PRESETS:
-            config = PRESETS[self.init].replace(vocab_size=vocab_size)
-        else:
-            raise ValueError(
-                f"model.init={self.init!r} is neither a Hugging Face model directory (with "
-                f"config.json) nor a preset ({', '.join(PRESETS)})."
-            )
-        return config.replace(
-            mlm_head=False,
-            pooler=False,
-            dtype=self.dtype,
-            dropout_mask=self.dropout_mask,
-            attention=self.attention,
-            linear=self.linear,
         )
 
     def init_model(self, *, vocab_size: int, rngs: nnx.Rngs) -> DualEncoder:

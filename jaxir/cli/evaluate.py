@@ -6,7 +6,10 @@ directory given directly) over the document store RUN_DIR/store (encoded first w
 missing; --store to use another) with RUN_DIR/index when it exists (--index; else exact
 search), and prints the measures; for a SPLADE model also the average non-zeros per
 query and per document and the FLOPS (expected multiplications per query-document
-pair). --out writes the run (jaxir.eval.model_eval has the details).
+pair). --out writes the run (jaxir.eval.model_eval has the details). --bm25 instead of
+RUN_OR_MODEL_DIR scores the BM25 baseline (bm25s, stopwords, Snowball stemming) the same
+way, e.g. to write its run for `jaxir fuse`. --split also takes a qrels TSV path, such
+as the dev_qrels.tsv of the queries `jaxir train` held out.
 
 Run mode: reads one or more runs (6-column TREC files: query_id Q0 doc_id rank score tag) and a
 qrels TSV (query-id <TAB> corpus-id <TAB> score, header optional) and prints one row
@@ -16,6 +19,9 @@ score 0 (--missing-queries ignore averages only over answered queries, like BEIR
 
 Examples:
   jaxir evaluate runs/s1 --data ../shared/data/scifact --split test
+  jaxir evaluate runs/s1 --data ../shared/data/scifact --split runs/s1/dev_qrels.tsv \\
+      --out runs/s1/dev.trec
+  jaxir evaluate --bm25 --data ../shared/data/scifact --split test --out runs/bm25.trec
   jaxir evaluate --run runs/dense.trec --run runs/bm25.trec \\
       --qrels ../shared/data/scifact/qrels/test.tsv --metrics nDCG@10,RR@10,R@100,AP
 """
@@ -55,7 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     mode = parser.add_argument_group("model mode")
     mode.add_argument("--data", type=pathlib.Path, metavar="DIR", help="BEIR dataset directory")
-    mode.add_argument("--split", default="test", help="qrels split to score (default: %(default)s)")
+    mode.add_argument(
+        "--bm25",
+        action="store_true",
+        help="score the BM25 baseline (bm25s) instead of a model",
+    )
+    mode.add_argument(
+        "--split",
+        default="test",
+        help="qrels split to score, or a qrels TSV path (default: %(default)s)",
+    )
     mode.add_argument(
         "--store",
         type=pathlib.Path,
@@ -108,24 +123,34 @@ def _run_model(args: argparse.Namespace, metrics: list[str]) -> int:
     """Model mode: search the split with the model and print its row."""
     from jaxir.data.runs import write_trec_run
     from jaxir.eval.evaluate import format_table
-    from jaxir.eval.model_eval import evaluate_model
+    from jaxir.eval.model_eval import evaluate_bm25, evaluate_model
 
     if args.run or args.qrels is not None:
         raise ValueError(
-            "give RUN_OR_MODEL_DIR (model mode, with --data) or --run/--qrels (run mode), not both"
+            "give RUN_OR_MODEL_DIR or --bm25 (model mode, with --data) or --run/--qrels "
+            "(run mode), not both"
         )
+    if args.bm25 and args.model is not None:
+        raise ValueError(f"give RUN_OR_MODEL_DIR ({args.model}) or --bm25, not both")
+    if args.bm25 and (args.store is not None or args.index is not None):
+        raise ValueError("--store and --index are a model's; --bm25 indexes the corpus itself")
     if args.data is None:
-        raise ValueError(f"--data is required to evaluate {args.model}: the BEIR directory")
-    result = evaluate_model(
-        args.model,
-        args.data,
-        args.split,
-        store=args.store,
-        index=args.index,
-        k=args.k,
-        metrics=metrics,
-    )
-    name = args.model.name
+        what = "BM25" if args.bm25 else args.model
+        raise ValueError(f"--data is required to evaluate {what}: the BEIR directory")
+    if args.bm25:
+        result = evaluate_bm25(args.data, args.split, k=args.k, metrics=metrics)
+        name = "bm25"
+    else:
+        result = evaluate_model(
+            args.model,
+            args.data,
+            args.split,
+            store=args.store,
+            index=args.index,
+            k=args.k,
+            metrics=metrics,
+        )
+        name = args.model.name
     print(format_table({name: result.metrics}))
     if result.stats:
         s = result.stats
@@ -146,12 +171,12 @@ def run(args: argparse.Namespace) -> int:
     from jaxir.eval.evaluate import evaluate, format_table
 
     metrics = _metrics(args.metrics)
-    if args.model is not None:
+    if args.model is not None or args.bm25:
         return _run_model(args, metrics)
     if not args.run or args.qrels is None:
         raise ValueError(
-            "nothing to evaluate: pass RUN_OR_MODEL_DIR with --data, or --run RUN (repeatable) "
-            "with --qrels QRELS"
+            "nothing to evaluate: pass RUN_OR_MODEL_DIR (or --bm25) with --data, or --run RUN "
+            "(repeatable) with --qrels QRELS"
         )
     given = {"--data": args.data, "--store": args.store, "--index": args.index, "--out": args.out}
     extra = [flag for flag, value in given.items() if value is not None]

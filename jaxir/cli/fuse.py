@@ -26,6 +26,13 @@ queries they share.
 qrels (ir_measures, trec_eval semantics, like `jaxir evaluate`) and prints one table.
 Either flag also takes a qrels TSV path instead of DATA_DIR:SPLIT.
 
+The runs: `jaxir evaluate MODEL --data DATA_DIR --split SPLIT --out RUN` writes a
+model's, `jaxir evaluate --bm25 ...` BM25's. A collection without a dev split (SciFact)
+has one in every `jaxir train` workdir: WORKDIR/dev_qrels.tsv, the training queries that
+run held out (data.validation_queries; the same queries for the same train.seed), so
+models trained that way can be fused with weights tuned on queries none of them saw,
+and the weights then given to the final models' test runs with --weights.
+
 Examples:
   jaxir fuse --run bm25=runs/bm25.trec --run dense=runs/dense.trec --method rrf \\
       --out runs/fused.trec --evaluate ../shared/data/scifact:test

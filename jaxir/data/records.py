@@ -547,7 +547,9 @@ def load_beir(
     Args:
       path: directory with ``corpus.jsonl[.gz]``, ``queries.jsonl[.gz]`` and
         ``qrels/<split>.tsv``.
-      split: qrels file to use (``"train"``, ``"dev"``, ``"test"``...).
+      split: qrels file to use (``"train"``, ``"dev"``, ``"test"``...), or the path of a
+        qrels TSV over this collection (one ending in ``.tsv``, e.g. the
+        ``dev_qrels.tsv`` that ``jaxir train`` writes for the queries it held out).
       progress: show tqdm bars while reading corpus and queries.
       allow_empty_docs: keep documents with empty text and title (Cranfield has two).
 
@@ -558,8 +560,10 @@ def load_beir(
     root = pathlib.Path(path)
     if not root.is_dir():
         raise DataError(root, "not a directory; pass a BEIR dataset directory")
-    qrels_path = root / "qrels" / f"{split}.tsv"
-    if not qrels_path.is_file():
+    qrels_path = pathlib.Path(split) if split.endswith(".tsv") else root / "qrels" / f"{split}.tsv"
+    if split.endswith(".tsv") and not qrels_path.is_file():
+        raise DataError(qrels_path, "no such qrels file; pass a split name or a qrels TSV")
+    elif not qrels_path.is_file():
         present = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
         raise DataError(
             qrels_path,

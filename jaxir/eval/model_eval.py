@@ -18,6 +18,9 @@ directory: ``query/jaxir_encoder.json`` or ``jaxir_splade.json``):
 For sparse models the result also holds :func:`jaxir.eval.sparsity.sparsity_stats`:
 average non-zeros per query and per document and the FLOPS of the pair.
 
+:func:`evaluate_bm25` scores the BM25 baseline the same way (``jaxir evaluate --bm25``),
+so its run can be fused with the models' (``jaxir fuse``).
+
 Example (a run directory written by ``jaxir train``)::
 
     from jaxir.eval.model_eval import evaluate_model
@@ -44,7 +47,7 @@ from jaxir.models.dual_encoder import is_dual_encoder_dir, tower_dir
 from jaxir.models.splade import is_splade_dir
 from jaxir.search.retrieve import query_texts, retrieve
 
-__all__ = ["ModelEvaluation", "TrainedModel", "evaluate_model", "find_model"]
+__all__ = ["ModelEvaluation", "TrainedModel", "evaluate_bm25", "evaluate_model", "find_model"]
 
 PathLike = str | os.PathLike[str]
 
@@ -106,11 +109,11 @@ class ModelEvaluation:
     """What :func:`evaluate_model` measured.
 
     Attributes:
-      kind: ``"dense"`` or ``"sparse"``.
+      kind: ``"dense"``, ``"sparse"`` or ``"bm25"``.
       metrics: ``{measure: mean over the split's queries}``.
       stats: sparse models: ``query_nnz``, ``document_nnz``, ``flops``; dense: empty.
       run: the ``{query_id: {doc_id: score}}`` that was scored.
-      store: the document store directory searched.
+      store: the document store directory searched (``None`` for BM25).
       searcher: a description of the searcher (``"inverted (RUN/index)"``, ...).
     """
 
@@ -118,7 +121,7 @@ class ModelEvaluation:
     metrics: dict[str, float]
     stats: dict[str, float]
     run: Run
-    store: pathlib.Path
+    store: pathlib.Path | None
     searcher: str
 
 
@@ -272,3 +275,47 @@ def evaluate_model(
         if temporary is not None:
             temporary.cleanup()
     return ModelEvaluation(model.kind, scores, stats, run, store_dir, described)
+
+
+def evaluate_bm25(
+    data: PathLike,
+    split: str = "test",
+    *,
+    k: int = 100,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    progress: bool = True,
+) -> ModelEvaluation:
+    """The BM25 baseline on ``data``'s ``split``, scored like :func:`evaluate_model`.
+
+    BM25 is :func:`jaxir.data.bm25_index` (bm25s, English stopwords, Snowball stemming:
+    the index ``jaxir mine`` draws hard negatives from) over the whole corpus, searched
+    to depth ``k`` with each judged query's text.
+
+    Args:
+      data: a BEIR directory.
+      split: a qrels split name, or a qrels TSV path (see :func:`jaxir.data.load_beir`).
+      k: documents retrieved per query.
+      metrics: ir_measures names.
+      progress: a line per phase.
+
+    Returns:
+      A :class:`ModelEvaluation` of kind ``"bm25"`` (no store, no stats).
+
+    Example::
+
+        >>> import tempfile
+        >>> from jaxir.data.synthetic import write_collection
+        >>> d = write_collection(tempfile.mkdtemp(), num_topics=20, num_train_queries=10,
+        ...                      num_test_queries=10)
+        >>> result = evaluate_bm25(d, "test", progress=False)
+        >>> result.kind, sorted(result.metrics), len(result.run)
+        ('bm25', ['R@100', 'RR@10', 'nDCG@10'], 10)
+    """
+    from jaxir.data.negatives import bm25_index
+
+    beir = load_beir(pathlib.Path(data), split)
+    if progress:
+        print(f"BM25 over {len(beir.corpus)} documents, {len(beir.queries)} {split} queries ...")
+    run = bm25_index(beir.corpus).search(beir.queries, k)
+    searcher = "bm25s (stopwords, Snowball stemming)"
+    return ModelEvaluation("bm25", evaluate(run, beir.qrels, metrics), {}, run, None, searcher)

@@ -8,7 +8,9 @@ batches, loss, validation and the saved model; this module only orchestrates):
    label-free inverse-cloze groups (``data.train_groups="ict"``), or a groups file
    (cached in ``workdir/groups.jsonl``; ``data.ict_mix`` adds an inverse-cloze group per
    corpus document); a dev set held out from the training queries (never the test
-   split; none with ``data.validation_queries=0``);
+   split; none with ``data.validation_queries=0``), its qrels written to
+   ``workdir/dev_qrels.tsv`` (:data:`DEV_QRELS`: what ``jaxir evaluate --split`` and
+   ``jaxir fuse --tune-on`` take, to tune on queries the model never trained on);
 2. tokenizer: the one next to ``config.model.init`` when that is a model directory, a
    given ``config.model.vocab`` directory, or a WordPiece vocabulary trained on the corpus;
 3. state: built abstractly and materialized sharded over the ``data x fsdp x tensor`` mesh,
@@ -56,6 +58,8 @@ from jaxir.training.family import Family, make_family
 from jaxir.training.state import abstract_params, create_state, with_weights
 
 SYNTHETIC_DIR = "data"
+#: The held-out dev queries' qrels, in the workdir (BEIR TSV).
+DEV_QRELS = "dev_qrels.tsv"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -262,6 +266,8 @@ def train(
         needs_qrels = dc.train_groups == "qrels" and not dc.groups
         train_qrels = data_lib.load_qrels(qrels_file) if needs_qrels or qrels_file.exists() else {}
         train_qrels, dev_qrels = split_dev(train_qrels, dc.validation_queries, tc.seed)
+        if main and dev_qrels:
+            data_lib.write_qrels(dev_qrels, workdir / DEV_QRELS)
         tokenizer = run_tokenizer(mc.init, mc.vocab, corpus, workdir)
         groups = run_groups(
             config, queries, corpus, train_qrels, tokenizer, cache=workdir / "groups.jsonl"

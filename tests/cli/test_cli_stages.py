@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from jaxir.cli.main import main
-from jaxir.data.records import load_qrels
+from jaxir.data.negatives import bm25_search
+from jaxir.data.records import load_beir, load_qrels, write_qrels
 from jaxir.data.runs import read_trec_run
 from jaxir.data.synthetic import write_collection
 from jaxir.eval.evaluate import evaluate, format_table
@@ -214,3 +215,31 @@ def test_export_hf_copies_the_tied_tower_without_jaxir_files(stage, tmp_path, ca
     assert transformers.AutoModel.from_pretrained(out).config.hidden_size == 32
     assert main(["export", str(stage / "model"), "--format", "hf", "--out", str(out)]) == 1
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_evaluate_bm25_writes_the_baseline_run(stage, capsys):
+    """``--bm25`` scores bm25s like a model, on a split or a qrels file, and writes its run."""
+    beir, run = stage / "beir", stage / "bm25.trec"
+    args = ["evaluate", "--bm25", "--data", str(beir)]
+    assert main([*args, "--out", str(run), "--json", str(stage / "b.json")]) == 0
+    assert "BM25 over 24 documents, 6 test queries" in capsys.readouterr().out
+    test = load_beir(beir, "test")
+    want, got = bm25_search(test.corpus, test.queries, k=100), read_trec_run(run)
+    assert got.keys() == want.keys()
+    assert all(got[qid] == pytest.approx(docs, rel=1e-6) for qid, docs in want.items())
+    scores = json.loads((stage / "b.json").read_text())["bm25"]
+    assert scores == pytest.approx(evaluate(run, test.qrels, ["nDCG@10", "RR@10", "R@100", "AP"]))
+    # A qrels file (e.g. a training run's dev_qrels.tsv) as the split: its queries only.
+    two = dict(list(test.qrels.items())[:2])
+    write_qrels(two, stage / "two.tsv")
+    assert main([*args, "--out", str(run), "--split", str(stage / "two.tsv")]) == 0
+    assert read_trec_run(run).keys() == two.keys()
+    capsys.readouterr()
+    assert main([*args, "--split", str(stage / "nope.tsv")]) == 1
+    assert "nope.tsv: no such qrels file" in capsys.readouterr().err
+    assert main([*args, "--store", str(stage / "emb")]) == 1
+    assert "--bm25 indexes the corpus itself" in capsys.readouterr().err
+    assert main([*args, str(stage / "model")]) == 1
+    assert "or --bm25, not both" in capsys.readouterr().err
+    assert main(["evaluate", "--bm25"]) == 1
+    assert "--data is required to evaluate BM25" in capsys.readouterr().err

@@ -13,9 +13,15 @@ import jax.numpy as jnp
 import pytest
 
 from jaxir.config import load_config, override
-from jaxir.data import load_corpus, load_tokenizer, read_groups, write_groups
+from jaxir.data import load_corpus, load_qrels, load_tokenizer, read_groups, write_groups
 from jaxir.training.checkpoint import Checkpointer
-from jaxir.training.loop import NonFiniteLossError, collection_dir, losses_by_step, train
+from jaxir.training.loop import (
+    DEV_QRELS,
+    NonFiniteLossError,
+    collection_dir,
+    losses_by_step,
+    train,
+)
 
 ROOT = pathlib.Path(__file__).parents[2]
 CONFIG = ROOT / "configs" / "dense_tiny.py"
@@ -100,6 +106,10 @@ def test_no_validation_queries_trains_on_every_query(tmp_path):
         for r in (result, held_out)
     )
     assert fewer < groups
+    # The held-out queries' qrels are written for tuning on them (jaxir evaluate --split).
+    assert not (tmp_path / DEV_QRELS).exists()
+    dev = load_qrels(held_out.workdir / DEV_QRELS)
+    assert len(dev) == len(groups - fewer) > 0
 
 
 def test_best_passage_groups_hold_windows_that_fit(tmp_path):

@@ -34,7 +34,8 @@ document_weight  dev nDCG@10  dev R@100  terms per doc  terms per query
 fewer terms per document than sentence-transformers' 3e-5, so a 2.5x smaller and faster
 inverted index; 1e-2 was not tried.
 
-``arg`` (``configs/splade_scifact.py:ARG``): a number of steps (``:2000``), ``tiny``
+``arg`` (``configs/splade_scifact.py:ARG``): a number of steps (default 300, the
+measured recipe: BENCHMARKS.md; longer runs were not tuned), ``tiny``
 (the embedded synthetic collection, the 2-layer 32-wide ``tiny`` preset, 8 steps:
 what tests and smoke checks run) or ``tiny,STEPS``.
 """
@@ -51,6 +52,8 @@ from jaxir.config import (
     TrainConfig,
 )
 
+#: Training steps of the measured recipe (the default ``arg``).
+STEPS = 300
 SCIFACT = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
 
 
@@ -136,8 +139,8 @@ def tiny(steps: int) -> RunConfig:
 
 
 def get_config(arg: str | None = None) -> RunConfig:
-    """``arg``: steps (default 1000), ``tiny`` (8 steps) or ``tiny,STEPS`` (module docstring)."""
+    """``arg``: steps (default 300), ``tiny`` (8 steps) or ``tiny,STEPS`` (module docstring)."""
     if arg and arg.split(",")[0] == "tiny":
         _, _, steps = arg.partition(",")
         return tiny(int(steps) if steps else 8)
-    return scifact(int(arg) if arg else 1000)
+    return scifact(int(arg) if arg else STEPS)

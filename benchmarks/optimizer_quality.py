@@ -167,6 +167,7 @@ def main() -> None:
     from jaxir.config import load_config, override
 
     finetune = args.track == "finetune"
+    prefix = "finetune_" if finetune else ""  # of the workdirs and RESULT names
     steps = args.steps or (QUICK_STEPS if args.quick else TRACK_STEPS)[args.track]
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(FINAL_SEEDS)
     seeds = seeds[:1] if args.quick and not args.seeds else seeds
@@ -206,7 +207,7 @@ def main() -> None:
     for name in names:  # configuration-major: an interrupted run has whole rows
         for seed in seeds:
             config = override(base, [f"train.seed={seed}", *CONFIGS[name]])
-            workdir = root / f"{'finetune-' if finetune else ''}{name}-seed{seed}"
+            workdir = root / f"{prefix.replace('_', '-')}{name}-seed{seed}"
             load = os.getloadavg()[0]
             saved = workdir / "quality_row.json"
             if saved.is_file():  # finished by an earlier invocation with this --workdir
@@ -251,7 +252,7 @@ def main() -> None:
             continue
         values = [r["scores"]["nDCG@10"] for r in rows[name]]
         protocol.result(
-            f"{'finetune_' if finetune else ''}{name}_ndcg_vs_adamw",
+            f"{prefix}{name}_ndcg_vs_adamw",
             "nDCG@10 (SciFact test)",
             statistics.mean(values),
             "jaxir adamw",

@@ -560,15 +560,18 @@ def load_beir(
     root = pathlib.Path(path)
     if not root.is_dir():
         raise DataError(root, "not a directory; pass a BEIR dataset directory")
-    qrels_path = pathlib.Path(split) if split.endswith(".tsv") else root / "qrels" / f"{split}.tsv"
-    if split.endswith(".tsv") and not qrels_path.is_file():
-        raise DataError(qrels_path, "no such qrels file; pass a split name or a qrels TSV")
-    elif not qrels_path.is_file():
-        present = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
-        raise DataError(
-            qrels_path,
-            f"no qrels for split {split!r}; splits present: {present or 'none'}",
-        )
+    if split.endswith(".tsv"):
+        qrels_path = pathlib.Path(split)
+        if not qrels_path.is_file():
+            raise DataError(qrels_path, "no such qrels file; pass a split name or a qrels TSV")
+    else:
+        qrels_path = root / "qrels" / f"{split}.tsv"
+        if not qrels_path.is_file():
+            present = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
+            raise DataError(
+                qrels_path,
+                f"no qrels for split {split!r}; splits present: {present or 'none'}",
+            )
     corpus_path, queries_path = _resolve(root, "corpus"), _resolve(root, "queries")
     corpus = load_corpus(corpus_path, progress=progress, allow_empty_docs=allow_empty_docs)
     all_queries = load_queries(queries_path, progress=progress)

@@ -287,7 +287,7 @@ def evaluate_bm25(
 ) -> ModelEvaluation:
     """The BM25 baseline on ``data``'s ``split``, scored like :func:`evaluate_model`.
 
-    BM25 is :func:`jaxir.data.bm25_index` (bm25s, English stopwords, Snowball stemming:
+    BM25 is :func:`jaxir.data.bm25_search` (bm25s, English stopwords, Snowball stemming:
     the index ``jaxir mine`` draws hard negatives from) over the whole corpus, searched
     to depth ``k`` with each judged query's text.
 
@@ -311,11 +311,11 @@ def evaluate_bm25(
         >>> result.kind, sorted(result.metrics), len(result.run)
         ('bm25', ['R@100', 'RR@10', 'nDCG@10'], 10)
     """
-    from jaxir.data.negatives import bm25_index
+    from jaxir.data.negatives import bm25_search
 
     beir = load_beir(pathlib.Path(data), split)
     if progress:
         print(f"BM25 over {len(beir.corpus)} documents, {len(beir.queries)} {split} queries ...")
-    run = bm25_index(beir.corpus).search(beir.queries, k)
+    run = bm25_search(beir.corpus, beir.queries, k)
     searcher = "bm25s (stopwords, Snowball stemming)"
     return ModelEvaluation("bm25", evaluate(run, beir.qrels, metrics), {}, run, None, searcher)

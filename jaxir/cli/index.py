@@ -90,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="store float32 weights instead of uint8 impacts (4x the postings' size)",
     )
     sparse.add_argument(
+        "--no-term-postings",
+        action="store_true",
+        help="skip the term-major copy of the postings (5 bytes per posting) that exact "
+        "search scans when block-max bounds cannot prune, as on small collections",
+    )
+    sparse.add_argument(
         "--alpha",
         type=float,
         default=None,
@@ -125,6 +131,7 @@ def _options(kind: str, args: argparse.Namespace) -> dict:
         "inverted": {
             "block_size": args.block_size,
             "quantize": False if args.float_impacts else None,
+            "term_postings": False if args.no_term_postings else None,
         },
     }.get(kind, {})
     return {name: value for name, value in given.items() if value is not None}
@@ -141,6 +148,7 @@ def _check_flags(kind: str, args: argparse.Namespace) -> None:
         "inverted": {
             "--block-size": args.block_size,
             "--float-impacts": args.float_impacts or None,
+            "--no-term-postings": args.no_term_postings or None,
             "--alpha": args.alpha,
         },
     }

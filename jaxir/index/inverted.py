@@ -1,7 +1,7 @@
 """A CPU inverted index over learned-sparse vectors: quantized impacts, fine block-max bounds, numba.
 
 **Layout.** Documents ``X [N, V]`` (non-negative weights, e.g. a SPLADE store's
-``csr_matrix``) are held twice, as arrays next to ``searcher.json`` (``.npy``, no
+``csr_matrix``) are held as arrays next to ``searcher.json`` (``.npy``, no
 pickle):
 
 * the *forward index*, ``X`` itself as CSR, which scores documents::
@@ -21,6 +21,13 @@ pickle):
       sparse_ptr    int64 [V + 1]     entries of sparse term t: sparse_ptr[t] .. sparse_ptr[t + 1]
       sparse_block  int32 [M]         block of each entry, ascending within a term
       sparse_max    impact [M]        the term's largest impact in that block
+
+* with ``term_postings=True`` (default), the postings again in *term-major* order, for
+  the exhaustive scan below (5 more bytes per posting with ``uint8`` impacts)::
+
+      term_ptr      int64 [V + 1]     postings of term t: term_ptr[t] .. term_ptr[t + 1]
+      term_docs     int32 [Z]         document ids, ascending within a term
+      term_impacts  impact [Z]        the same quantized weights
 
 With ``quantize=True`` (default) impacts are ``uint8``: ``impact = rint(w / scale)`` with
 one global ``scale = max(X) / 255``, and the index scores the *dequantized* vectors
@@ -47,6 +54,20 @@ nothing), returned as float32. Per query:
    result as an exhaustive scan). Scoring a block walks its ``B`` forward-index rows
    against a dense ``[V]`` table of the query weights and offers them to a size-``k``
    heap.
+
+4. *exhaustive fallback* (with ``term_postings``): after the first ``2 / 32`` of the blocks
+   (:data:`CHECKPOINT_DIVISOR`), the forward postings walked in the second ``1 / 32``
+   are projected over all blocks; if that exceeds what a term-at-a-time scan walks (the
+   query terms' term-major postings plus one pass over ``N`` accumulators), the bounds
+   are not pruning and the scan scores every document instead: a float64 ``[N]``
+   accumulator filled term by term in ascending term order, so each document adds the
+   same products in the same order as its forward-index row and the result is
+   identical, bit for bit (:meth:`InvertedIndex.exhaustive_queries` says which queries
+   took it). On SciFact (5,183 documents, SPLADE vectors of ~345 terms, ~255-term
+   queries) block-max skips 5.7% of the blocks and walks whole rows, ~1.7M postings a
+   query, where the scan walks the query terms' ~366k: the scan is ~3x the block-max
+   search there (BENCHMARKS.md). On 1M synthetic documents the bounds prune and the
+   scan is not taken; ``term_postings=False`` then saves its memory.
 
 Small blocks are what makes this prune: SPLADE-like weights are heavy-tailed, so the
 maximum over 64 documents sits far above any one document's weight, while over 4 it
@@ -121,6 +142,9 @@ DEFAULT_BLOCK_SIZE = 4
 #: vectorized pass per query instead of one scattered add per entry).
 DENSE_FRACTION = 0.125
 MAX_BLOCK_SIZE = 256
+#: Exact search checks after ``1 / CHECKPOINT_DIVISOR`` of the blocks whether to switch to
+#: the term-at-a-time scan (see the module docstring).
+CHECKPOINT_DIVISOR = 32
 _LEVELS = 255  # uint8 impacts 0..255
 _TINY32 = np.float32(np.finfo(np.float32).smallest_subnormal)
 _ARRAYS = (
@@ -133,6 +157,8 @@ _ARRAYS = (
     "sparse_block",
     "sparse_max",
 )
+#: The term-major copy of the postings (``term_postings=True``): the exhaustive scan's.
+_TERM_ARRAYS = ("term_ptr", "term_docs", "term_impacts")
 
 
 # --------------------------------------------------------------------------- kernels
@@ -257,12 +283,51 @@ def _score_block(b, index, q_table, heap_s, heap_d, size, k):
     return size
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scan_terms(q_terms, q_weights, index, acc, heap_s, heap_d, k):
+    """Scores every document term at a time over the term-major postings; returns the heap size.
+
+    Query terms are taken in ascending id order, so each document's float64 sum adds the
+    same products in the same order as its forward-index row (:func:`_score_block`).
+    """
+    term_ptr, term_docs, term_impacts, lut = index[12], index[13], index[14], index[8]
+    for j in range(q_terms.shape[0]):
+        t = q_terms[j]
+        w = q_weights[j]
+        for p in range(term_ptr[t], term_ptr[t + 1]):
+            acc[term_docs[p]] += w * _value(lut, term_impacts[p])
+    size = 0
+    for d in range(acc.shape[0]):
+        score = acc[d]
+        if score > 0.0:
+            acc[d] = 0.0
+            if size < k or _worse(heap_s[0], heap_d[0], score, d):
+                size = _offer(heap_s, heap_d, size, k, score, d)
+    return size
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scan_cost(q_terms, index):
+    """Postings the term-at-a-time scan walks for this query, plus its pass over the documents;
+    -1 without term-major postings."""
+    term_ptr = index[12]
+    if term_ptr.shape[0] == 0:
+        return -1
+    cost = index[10]
+    for j in range(q_terms.shape[0]):
+        cost += term_ptr[q_terms[j] + 1] - term_ptr[q_terms[j]]
+    return cost
+
+
 @numba.njit(cache=True, nogil=True)
 def _search_one(q_terms, q_weights, index, k, alpha, num_seeds, scratch, out_s, out_d):
-    """Top-``k`` of one query into ``out_s`` / ``out_d`` (see the module docstring)."""
+    """Top-``k`` of one query into ``out_s`` / ``out_d`` (see the module docstring).
+
+    Returns whether the query was answered by the exhaustive term-at-a-time scan.
+    """
     term_row, dense_max, sparse_ptr, sparse_block, sparse_max = index[3:8]
     scale, num_docs = index[9], index[10]
-    bound, q_table, seed_s, seed_b, heap_s, heap_d = scratch
+    bound, q_table, seed_s, seed_b, heap_s, heap_d, acc = scratch
     num_blocks = bound.shape[0]
     # 1. Block upper bounds in float32, term at a time.
     bound[:] = 0.0
@@ -295,14 +360,29 @@ def _search_one(q_terms, q_weights, index, k, alpha, num_seeds, scratch, out_s, 
     for i in range(num):
         size = _score_block(seed_b[i], index, q_table, heap_s, heap_d, size, k)
         bound[seed_b[i]] = -1.0
-    # 3. The other blocks in id order, skipping those whose bound cannot reach theta.
+    # 3. The other blocks in id order, skipping those whose bound cannot reach theta. After
+    #    the first 1/16 of them, if the postings walked so far project past what the
+    #    term-at-a-time scan walks in all, the bounds are not pruning: switch to the scan.
     cut = np.float32(heap_s[0] / divisor) if size == k else np.float32(0.0)
+    doc_ptr, block_size = index[0], index[11]
+    scan_cost = _scan_cost(q_terms, index)
+    window = num_blocks // CHECKPOINT_DIVISOR if scan_cost >= 0 else 0
+    walked = 0
+    exhaustive = False
     for b in range(num_blocks):
+        if window > 0 and b == window:
+            walked = 0  # project from the second window, where theta has risen
+        if window > 0 and b == 2 * window and walked * (num_blocks / window) > scan_cost:
+            exhaustive = True
+            break
         u = bound[b]
         if u > 0.0 and u >= cut:
             size = _score_block(b, index, q_table, heap_s, heap_d, size, k)
+            walked += doc_ptr[min((b + 1) * block_size, num_docs)] - doc_ptr[b * block_size]
             if size == k:
                 cut = np.float32(heap_s[0] / divisor)
+    if exhaustive:
+        size = _scan_terms(q_terms, q_weights, index, acc, heap_s, heap_d, k)
     for j in range(q_terms.shape[0]):
         q_table[q_terms[j]] = 0.0
     # Best first: pop the worst to the back.
@@ -321,10 +401,13 @@ def _search_one(q_terms, q_weights, index, k, alpha, num_seeds, scratch, out_s, 
                 out_s[i], out_d[i] = 0.0, d
                 i += 1
             d += 1
+    return exhaustive
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _search(q_indptr, q_terms, q_weights, index, k, alpha, num_seeds, chunks, out_s, out_d):
+def _search(
+    q_indptr, q_terms, q_weights, index, k, alpha, num_seeds, chunks, out_s, out_d, out_exhaustive
+):
     """Runs :func:`_search_one` for every query, query chunks in parallel."""
     num_blocks = (index[10] + index[11] - 1) // index[11]
     for c in prange(chunks.shape[0] - 1):
@@ -335,12 +418,13 @@ def _search(q_indptr, q_terms, q_weights, index, k, alpha, num_seeds, chunks, ou
             np.empty(num_seeds, np.int64),
             np.empty(k, np.float64),
             np.empty(k, np.int64),
+            np.zeros(index[10] if index[12].shape[0] else 0, np.float64),
         )
         scores = np.empty(k, np.float64)
         docs = np.empty(k, np.int64)
         for q in range(chunks[c], chunks[c + 1]):
             lo, hi = q_indptr[q], q_indptr[q + 1]
-            _search_one(
+            out_exhaustive[q] = _search_one(
                 q_terms[lo:hi], q_weights[lo:hi], index, k, alpha, num_seeds, scratch, scores, docs
             )
             for i in range(k):
@@ -397,6 +481,9 @@ class InvertedIndex(base.CorpusShape):
       block_size: documents per block ``B`` (1..256). Smaller blocks bound tighter but
         cost a longer bounds pass (``N / B`` floats per dense query term); 4 measured
         faster than 2 and 8 at 1M SPLADE-like synthetic documents.
+      term_postings: also store the postings term-major (5 bytes per posting with uint8
+        impacts) for the exhaustive scan that exact and approximate search switch to when
+        the bounds cannot prune (small or uniform collections; see the module docstring).
 
     Example:
       >>> docs = scipy.sparse.random(50, 20, density=0.2, format="csr", random_state=0)
@@ -416,6 +503,7 @@ class InvertedIndex(base.CorpusShape):
         *,
         quantize: bool = True,
         block_size: int = DEFAULT_BLOCK_SIZE,
+        term_postings: bool = True,
     ):
         if not 1 <= block_size <= MAX_BLOCK_SIZE:
             raise ValueError(
@@ -441,6 +529,16 @@ class InvertedIndex(base.CorpusShape):
         arrays = dict(doc_ptr=indptr, doc_terms=terms, doc_impacts=impacts)
         maxima = _build(indptr, terms, impacts, num_docs, vocab_size, block_size, DENSE_FRACTION)
         arrays.update(zip(_ARRAYS[3:], maxima))
+        if term_postings:
+            by_term = scipy.sparse.csr_matrix(
+                (impacts, terms, indptr), shape=(num_docs, vocab_size)
+            ).tocsc()
+            arrays.update(
+                term_ptr=by_term.indptr.astype(np.int64),
+                term_docs=by_term.indices.astype(np.int32),
+                term_impacts=by_term.data,
+            )
+            del by_term
         self._set(
             arrays,
             num_docs=num_docs,
@@ -456,7 +554,8 @@ class InvertedIndex(base.CorpusShape):
         self.block_size = int(meta["block_size"])
         self.quantized = bool(meta["quantized"])
         self.scale = float(meta["scale"])
-        self.arrays = {name: np.ascontiguousarray(arrays[name]) for name in _ARRAYS}
+        names = _ARRAYS + (_TERM_ARRAYS if _TERM_ARRAYS[0] in arrays else ())
+        self.arrays = {name: np.ascontiguousarray(arrays[name]) for name in names}
         # Dequantized value of each uint8 impact (float32, as to_csr() holds them).
         self._lut = (
             (np.arange(_LEVELS + 1, dtype=np.float32) * np.float32(self.scale)).astype(np.float64)
@@ -480,18 +579,26 @@ class InvertedIndex(base.CorpusShape):
         return int(self.arrays["sparse_block"].shape[0])
 
     @property
+    def term_postings(self) -> bool:
+        """Whether the index holds the term-major postings of the exhaustive scan."""
+        return _TERM_ARRAYS[0] in self.arrays
+
+    @property
     def nbytes(self) -> int:
         """Bytes of the index arrays (what :meth:`save` writes, headers aside)."""
         return sum(a.nbytes for a in self.arrays.values())
 
     def _index(self) -> tuple:
         a = self.arrays
+        impacts = a["doc_impacts"]
+        absent = (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, impacts.dtype))
         return (
             *(a[name] for name in _ARRAYS),
             self._lut,
             np.float64(np.float32(self.scale)),
             self._num_docs,
             self.block_size,
+            *(tuple(a[name] for name in _TERM_ARRAYS) if self.term_postings else absent),
         )
 
     def to_csr(self) -> scipy.sparse.csr_matrix:
@@ -527,6 +634,33 @@ class InvertedIndex(base.CorpusShape):
           ``(scores_qk float32 [Q, k], indices_qk int32 [Q, k])``, best first, ties by
           lower document id; documents with score 0 fill the slots after the matches.
         """
+        scores_qk, indices_qk, _ = self._run(queries, k, mode, alpha)
+        return scores_qk, indices_qk
+
+    def exhaustive_queries(
+        self, queries: Any, k: int, *, mode: str = "exact", alpha: float | None = None
+    ) -> np.ndarray:
+        """``bool [Q]``: which queries :meth:`search` answers by the term-at-a-time scan.
+
+        Runs the search with the same arguments; a query is scanned exhaustively when the
+        blocks its bounds cannot skip hold more postings than its terms' term-major
+        postings (see the module docstring). Always all ``False`` without
+        ``term_postings``.
+
+        Example:
+          >>> docs = scipy.sparse.random(1000, 30, density=0.5, format="csr", random_state=0)
+          >>> index = InvertedIndex(docs)
+          >>> index.exhaustive_queries(docs[:3], k=5).tolist()  # every block could reach theta
+          [True, True, True]
+          >>> InvertedIndex(docs, term_postings=False).exhaustive_queries(docs[:3], k=5).tolist()
+          [False, False, False]
+        """
+        return self._run(queries, k, mode, alpha)[2]
+
+    def _run(
+        self, queries: Any, k: int, mode: str, alpha: float | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`search`'s ``(scores_qk, indices_qk)`` and :meth:`exhaustive_queries`'s ``[Q]``."""
         if mode not in MODES:
             raise ValueError(f"InvertedIndex.search: mode must be one of {MODES}, got {mode!r}.")
         if mode == "exact":
@@ -546,8 +680,9 @@ class InvertedIndex(base.CorpusShape):
         num_queries = csr.shape[0]
         scores_qk = np.full((num_queries, k), -np.inf, np.float32)
         indices_qk = np.full((num_queries, k), -1, np.int32)
+        exhaustive_q = np.zeros(num_queries, np.bool_)
         if num_queries == 0:
-            return scores_qk, indices_qk
+            return scores_qk, indices_qk, exhaustive_q
         k_eff = min(int(k), self._num_docs)
         # Seed blocks: enough to fill the heap about twice (plus a few) before pruning.
         num_seeds = min(-(-2 * k_eff // self.block_size) + 4, -(-self._num_docs // self.block_size))
@@ -564,8 +699,9 @@ class InvertedIndex(base.CorpusShape):
             chunks,
             scores_qk,
             indices_qk,
+            exhaustive_q,
         )
-        return scores_qk, indices_qk
+        return scores_qk, indices_qk, exhaustive_q
 
     # ----------------------------------------------------------------------- files
 
@@ -574,7 +710,7 @@ class InvertedIndex(base.CorpusShape):
         directory = pathlib.Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         checksums = {}
-        for name in _ARRAYS:
+        for name in self.arrays:
             path = directory / f"{name}.npy"
             np.save(path, self.arrays[name], allow_pickle=False)
             checksums[path.name] = base.file_sha256(path)
@@ -591,6 +727,7 @@ class InvertedIndex(base.CorpusShape):
             num_postings=self.num_postings,
             num_dense_terms=self.num_dense_terms,
             num_entries=self.num_entries,
+            term_postings=self.term_postings,
             sha256=checksums,
         )
 
@@ -615,6 +752,7 @@ class InvertedIndex(base.CorpusShape):
                 "OUT`, or InvertedIndex(docs).save(directory))."
             )
         base.check_manifest(manifest, directory, kind=KIND, version=VERSION)
+        manifest.setdefault("term_postings", False)  # written by jaxir before the scan existed
         for field, kind in (
             ("block_size", int),
             ("quantized", bool),
@@ -622,6 +760,7 @@ class InvertedIndex(base.CorpusShape):
             ("num_postings", int),
             ("num_dense_terms", int),
             ("num_entries", int),
+            ("term_postings", bool),
             ("sha256", dict),
         ):
             if not isinstance(manifest.get(field), kind):
@@ -630,7 +769,7 @@ class InvertedIndex(base.CorpusShape):
                     f"{manifest.get(field)!r}; re-save the index."
                 )
         arrays = {}
-        for name in _ARRAYS:
+        for name in _ARRAYS + (_TERM_ARRAYS if manifest["term_postings"] else ()):
             path = directory / f"{name}.npy"
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: missing array of the inverted index.")
@@ -678,6 +817,10 @@ def _check_arrays(arrays: dict[str, np.ndarray], manifest: dict[str, Any], where
         "sparse_block": ((m,), int32),
         "sparse_max": ((m,), impact),
     }
+    if manifest["term_postings"]:
+        expected.update(
+            term_ptr=((v + 1,), int64), term_docs=((z,), int32), term_impacts=((z,), impact)
+        )
     for name, (shape, dtypes) in expected.items():
         a = arrays[name]
         if a.shape != shape or a.dtype not in dtypes:
@@ -698,6 +841,12 @@ def _check_arrays(arrays: dict[str, np.ndarray], manifest: dict[str, Any], where
         ),
         (m and (blocks.min() < 0 or blocks.max() >= num_blocks), "sparse_block"),
     )
+    if manifest["term_postings"]:
+        term_ptr, docs = arrays["term_ptr"], arrays["term_docs"]
+        problems += (
+            (term_ptr[0] != 0 or term_ptr[-1] != z or (np.diff(term_ptr) < 0).any(), "term_ptr"),
+            (z and (int(docs.min()) < 0 or int(docs.max()) >= n), "term_docs"),
+        )
     for bad, name in problems:
         if bad:
             raise ValueError(f"{where}: {name}.npy is inconsistent with the manifest; re-save it.")

@@ -59,8 +59,10 @@ def brute_force(run_dir, texts, k):
 def test_index_inverted_reports_recall_against_exact(run_dir, capsys):
     capsys.readouterr()
     args = ["index", str(run_dir / "store"), "--out", str(run_dir / "idx-float"), "-k", "5"]
-    assert main([*args, "--float-impacts", "--alpha", "0.5"]) == 0
+    assert main([*args, "--float-impacts", "--no-term-postings", "--alpha", "0.5"]) == 0
     out = capsys.readouterr().out
+    saved = json.loads((run_dir / "idx-float" / "searcher.json").read_text())
+    assert not saved["quantized"] and not saved["term_postings"]
     assert "inverted searcher over 18 x " in out and "sparse vectors" in out
     assert "recall@5 vs exact (exact mode): 1.0000 (18 stored vectors as queries" in out
     assert "recall@5 vs exact (approx mode, alpha 0.5):" in out
@@ -72,7 +74,8 @@ def test_index_inverted_reports_recall_against_exact(run_dir, capsys):
     assert main([*args, "--queries-embeddings", str(run_dir / "qstore")]) == 0
     out = capsys.readouterr().out
     assert "recall@10 vs exact (exact mode):" in out and "queries from" in out
-    assert json.loads((run_dir / "idx" / "searcher.json").read_text())["kind"] == "inverted"
+    saved = json.loads((run_dir / "idx" / "searcher.json").read_text())
+    assert saved["kind"] == "inverted" and saved["term_postings"]
 
 
 def test_index_refuses_flags_and_kinds_of_other_stores(run_dir, capsys):

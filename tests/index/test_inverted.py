@@ -8,7 +8,13 @@ import pytest
 import scipy.sparse
 
 from jaxir.index import Searcher, load_searcher, recall_against
-from jaxir.index.inverted import _ARRAYS, DEFAULT_ALPHA, DEFAULT_BLOCK_SIZE, InvertedIndex
+from jaxir.index.inverted import (
+    _ARRAYS,
+    _TERM_ARRAYS,
+    DEFAULT_ALPHA,
+    DEFAULT_BLOCK_SIZE,
+    InvertedIndex,
+)
 
 
 def zipf_docs(rng, rows, vocab, nnz, *, grid=None, s=1.0):
@@ -101,6 +107,39 @@ def test_exact_equals_brute_force_with_ties_zero_scores_and_empty_queries(
     assert (np.diff(zero_ids) > 0).all() and (scores_qk[1, matched:] == 0).all()
     if not quantize:  # the float index scores the input vectors themselves
         np.testing.assert_array_equal(index.to_csr().toarray(), docs.toarray())
+
+
+def test_exhaustive_scan_equals_block_max_bit_for_bit():
+    """The term-at-a-time scan, chosen where the bounds cannot prune, adds the same float64
+    products in the same order as a forward-index row: identical scores, not just close."""
+    rng = np.random.default_rng(3)
+    small = zipf_docs(rng, 600, 400, 80, s=0.6)  # every document shares the common terms
+    queries = scipy.sparse.vstack(
+        [zipf_docs(rng, 20, 400, 40, s=0.6), queries_for(rng, small, count=3)]
+    ).tocsr()
+    for quantize in (True, False):
+        scanned = InvertedIndex(small, quantize=quantize)
+        blocks = InvertedIndex(small, quantize=quantize, term_postings=False)
+        assert scanned.term_postings and not blocks.term_postings
+        per_posting = 4 + (1 if quantize else 4)  # int32 document id + the impact
+        assert scanned.nbytes - blocks.nbytes == per_posting * scanned.num_postings + 8 * 401
+        for k in (1, 10, 100):
+            got_s, got_i, got_x = scanned._run(queries, k, "exact", None)
+            want_s, want_i, want_x = blocks._run(queries, k, "exact", None)
+            # Most long queries are scanned (the choice projects a sample of the blocks), the
+            # empty one (nothing to walk) is not, and nothing is without term postings.
+            assert got_x[:20].mean() >= 0.75 and not got_x[20] and not want_x.any()
+            np.testing.assert_array_equal(got_i, want_i)
+            np.testing.assert_array_equal(got_s, want_s)
+            assert_matches_brute_force(scanned, queries, k)
+        assert_matches_brute_force(scanned, queries, 700)  # k > N: the seeds score it all
+        # mode="approx" falls back to the (exact) scan on the same queries.
+        approx_x = scanned.exhaustive_queries(queries, 10, mode="approx", alpha=0.9)
+        assert approx_x[:20].mean() >= 0.75
+        np.testing.assert_array_equal(
+            scanned.search(queries[:20][approx_x[:20]], 10, mode="approx", alpha=0.9)[1],
+            blocks.search(queries[:20][approx_x[:20]], 10)[1],
+        )
 
 
 def test_ties_are_present_and_broken_by_lower_id(data):
@@ -206,15 +245,26 @@ def test_save_load_round_trip_via_load_searcher(data, tmp_path):
         docs.shape[1],
         32,
     )
-    assert not list(tmp_path.glob("*.pkl")) and len(list(tmp_path.glob("*.npy"))) == len(_ARRAYS)
+    npy = len(_ARRAYS) + len(_TERM_ARRAYS)
+    assert not list(tmp_path.glob("*.pkl")) and len(list(tmp_path.glob("*.npy"))) == npy
     loaded = load_searcher(tmp_path)
     assert isinstance(loaded, InvertedIndex) and loaded.scale == index.scale
-    for got, want in zip(loaded.search(queries, 10), index.search(queries, 10)):
+    assert loaded.term_postings and loaded.nbytes == index.nbytes
+    for got, want in zip(
+        loaded._run(queries, 10, "exact", None), index._run(queries, 10, "exact", None)
+    ):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(loaded.to_csr().toarray(), index.to_csr().toarray())
-    # A float index round-trips too.
-    InvertedIndex(docs, quantize=False).save(tmp_path / "f")
-    assert not load_searcher(tmp_path / "f").quantized
+    # A float index without the term-major copy round-trips too.
+    InvertedIndex(docs, quantize=False, term_postings=False).save(tmp_path / "f")
+    assert len(list((tmp_path / "f").glob("*.npy"))) == len(_ARRAYS)
+    loaded = load_searcher(tmp_path / "f")
+    assert not loaded.quantized and not loaded.term_postings
+    # An index saved before the field existed loads without the term-major copy.
+    manifest = json.loads((tmp_path / "f" / "searcher.json").read_text())
+    del manifest["term_postings"]
+    (tmp_path / "f" / "searcher.json").write_text(json.dumps(manifest))
+    assert not load_searcher(tmp_path / "f").term_postings
 
 
 def test_load_rejects_damaged_files(data, tmp_path):
@@ -285,7 +335,8 @@ def test_load_rejects_out_of_range_arrays_with_valid_checksums(data, tmp_path):
     docs, _ = data
     InvertedIndex(docs).save(tmp_path)
     manifest = json.loads((tmp_path / "searcher.json").read_text())
-    for name, damage in (("doc_terms", docs.shape[1]), ("sparse_block", 10**6)):
+    damages = (("doc_terms", docs.shape[1]), ("sparse_block", 10**6), ("term_docs", docs.shape[0]))
+    for name, damage in damages:
         path = tmp_path / f"{name}.npy"
         good = np.load(path)
         bad = good.copy()

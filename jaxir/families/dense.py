@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxir.families.text_inputs import TextPairInputs, is_hf_dir
-from jaxir.layers.linear import LinearSpec, parameterize_linears
+from jaxir.layers.linear import LinearSpec, parameterize_pretrained
 from jaxir.losses.contrastive import in_batch_softmax
 from jaxir.losses.distill import group_distillation
 from jaxir.models import hf
@@ -205,7 +205,9 @@ class DenseFamily(TextPairInputs, DenseObjective):
                     self.init, dtype=self.dtype, mlm_head=False, pooler=False
                 )
                 key = jax.random.fold_in(jax.random.key(self.seed), i)
-                tower = parameterize_linears(tower, config.linear, key=key)
+                tower = parameterize_pretrained(
+                    tower, config.linear, key=key, source=self.init, warn=i == 0
+                )
                 state[name] = nnx.state(tower)
         return state, self.init
 

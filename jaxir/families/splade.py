@@ -67,7 +67,7 @@ from tqdm.auto import tqdm
 from jaxir.data.pipeline import TrainingData
 from jaxir.families.text_inputs import TextPairInputs, is_hf_dir
 from jaxir.index import sparse_device
-from jaxir.layers.linear import LinearSpec, parameterize_linears
+from jaxir.layers.linear import LinearSpec, parameterize_pretrained
 from jaxir.losses.contrastive import in_batch_softmax
 from jaxir.losses.distill import GROUP_DISTILLATION, group_distillation
 from jaxir.losses.regularizers import flops, l1, quadratic_warmup
@@ -516,7 +516,7 @@ class SpladeFamily(TextPairInputs, SpladeObjective):
                     spec, layer_types=tuple(t for t in spec.layer_types if t != "head")
                 )
             key = jax.random.fold_in(jax.random.key(self.seed), i)
-            tower = parameterize_linears(tower, spec, key=key)
+            tower = parameterize_pretrained(tower, spec, key=key, source=self.init, warn=i == 0)
             loaded = nnx.state(tower)
             if not has_head:
                 loaded["mlm"] = state[name]["mlm"]

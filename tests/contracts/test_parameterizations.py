@@ -238,15 +238,27 @@ def test_parameterize_linears_is_the_inverse_of_merge(kind):
 @pytest.mark.parametrize(
     "family, kind", [("dense", "lora"), ("dense", "sltrain"), ("splade", "lora")]
 )
-def test_a_family_starts_a_parameterized_model_from_dense_hf_weights(family, kind, tmp_path):
-    """``model.init=<HF dir>`` with ``model.linear=lora|sltrain``: loaded dense, then parameterized."""
+def test_a_family_starts_a_parameterized_model_from_dense_hf_weights(
+    family, kind, tmp_path, capsys
+):
+    """``model.init=<HF dir>`` with ``model.linear=lora|sltrain``: loaded dense, then parameterized;
+    a lossy start (SLTrain) is reported with its error, once."""
     saved = randomized(Model(TINY.replace(mlm_head=True), rngs=nnx.Rngs(3)))
     hf.save_pretrained(saved, tmp_path)
     cls = DenseFamily if family == "dense" else SpladeFamily
     fam = cls(init=str(tmp_path), linear=spec_of(kind), seed=7)
     model = fam.init_model(vocab_size=TINY.vocab_size, rngs=nnx.Rngs(0))
+    capsys.readouterr()
     state, source = fam.pretrained(model)
     assert source == str(tmp_path)
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "away from the" in line]
+    if kind == "lora":
+        assert warnings == []
+    else:
+        (line,) = warnings
+        assert "model.linear='sltrain' starts " in line and "model.sltrain.rank" in line
+        error = int(line.split(" starts ")[1].split("%")[0])
+        assert 1 <= error < 100
     types = lambda st: {p: type(v) for p, v in nnx.to_flat_state(st)}  # noqa: E731
     assert types(state) == types(nnx.state(model))  # what the loop's with_weights needs
     tower = "query_encoder" if family == "dense" else "document_encoder"

@@ -65,8 +65,8 @@ nothing), returned as float32. Per query:
    identical, bit for bit (:meth:`InvertedIndex.exhaustive_queries` says which queries
    took it). On SciFact (5,183 documents, SPLADE vectors of ~345 terms, ~255-term
    queries) block-max skips 5.7% of the blocks and walks whole rows, ~1.7M postings a
-   query, where the scan walks the query terms' ~366k: the scan is ~3x the block-max
-   search there (BENCHMARKS.md). On 1M synthetic documents the bounds prune and the
+   query, where the scan walks the query terms' ~366k: in one run of
+   ``benchmarks/sparse_search.py`` the scan was 2.6x the same index without it. On 1M synthetic documents the bounds prune and the
    scan is not taken; ``term_postings=False`` then saves its memory.
 
 Small blocks are what makes this prune: SPLADE-like weights are heavy-tailed, so the

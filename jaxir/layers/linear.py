@@ -450,7 +450,7 @@ def conversion_error(dense: nnx.Module, converted: nnx.Module) -> float:
     :func:`parameterize_linears` changed (0.0 when none did): how much of a checkpoint a
     parameterization keeps at the start of fine-tuning. LoRA keeps it exactly; SLTrain's
     truncated SVD plus residual support is lossy unless the kernels are low-rank (on
-    all-MiniLM-L6-v2, rank 64 with density 0.03 leaves 0.52-0.63 of each kernel's norm).
+    all-MiniLM-L6-v2, rank 64 with density 0.03 on attention and MLP kernels: 0.60).
 
     Example:
       >>> from jaxir.models.bert import PRESETS, Model
